@@ -1,0 +1,37 @@
+"""Eager argument validation shared by the public API (runs outside jit)."""
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+
+
+def check_module(model: Any, name: str = "model") -> None:
+    """Raise `TypeError` unless `model` is an `eqx.Module`."""
+    if not isinstance(model, eqx.Module):
+        raise TypeError(
+            f"`{name}` must be an equinox.Module (a model whose __call__ takes one example), "
+            f"got {type(model).__name__}."
+        )
+
+
+def check_choice(value: Any, choices: tuple[str, ...], name: str) -> None:
+    """Raise `ValueError` unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> None:
+    """Raise `ValueError` unless the concrete number `value` is > 0 (or >= 0)."""
+    try:
+        v = float(value)
+    except TypeError:  # a tracer: cannot be checked eagerly, leave it to the caller
+        return
+    if not (v >= 0 if allow_zero else v > 0):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be {bound}, got {value!r}.")
+
+
+def check_callable(fn: Callable | Any, name: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"`{name}` must be callable, got {type(fn).__name__}.")

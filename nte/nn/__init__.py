@@ -1,0 +1,3 @@
+"""Reference models for `nte`: Equinox modules whose `__call__` takes one example."""
+
+from ._mlp import MLP as MLP
