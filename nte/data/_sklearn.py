@@ -31,7 +31,7 @@ def load_digits() -> tuple[np.ndarray, ...]:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as e:
         raise ImportError(
-            'The "digits" dataset needs scikit-learn: pip install "nte[experiments]" '
+            'The "digits" dataset needs scikit-learn (a dependency of nte): '
             "(or pip install scikit-learn)."
         ) from e
     bunch = sk_load_digits()
