@@ -31,8 +31,8 @@ def load_digits() -> tuple[np.ndarray, ...]:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as e:
         raise ImportError(
-            'The "digits" dataset needs scikit-learn (a dependency of nte): '
-            "(or pip install scikit-learn)."
+            'The "digits" dataset needs scikit-learn, a dependency of nte: '
+            "pip install scikit-learn."
         ) from e
     bunch = sk_load_digits()
     x = (bunch.images.astype(np.float32) / np.float32(16.0))[..., None]
