@@ -260,7 +260,8 @@ def empirical_ntk(
       selection gives (A1 A2ᵀ)⊙(D1 D2ᵀ), a bias-only one D1 D2ᵀ); a layer called several times
       sums over pairs of calls. Every other selected leaf falls back to `"ntvp"`. Linear
       layers must be called as `layer(x)` directly on the example (not inside an inner
-      `jax.vmap`/`lax.scan`), and their weights must not also be used elsewhere.
+      `jax.vmap`/`lax.scan`; otherwise a `ValueError` names `method`), and their weights
+      must not also be used outside the call.
     - `"auto"`: `"structured"` if a selected parameter belongs to an `eqx.nn.Linear` and the
       model traces with the taps; otherwise `"jacobian"` if the Jacobians take at most 256
       MiB, else `"ntvp"`.
@@ -308,4 +309,13 @@ def empirical_ntk(
         raise ValueError("`filter_spec` selects no floating-point parameter of `model`.")
     if method == "auto":
         method = _auto(params, static, x1, x2)
-    return _kernel(params, static, x1, x2, method, trace)
+    try:
+        return _kernel(params, static, x1, x2, method, trace)
+    except jax.errors.UnexpectedTracerError as error:
+        if method != "structured":
+            raise
+        raise ValueError(
+            '`method="structured"` needs the eqx.nn.Linear layers of `model` to be called '
+            "directly on the example, not inside an inner jax.vmap/lax.scan; use "
+            '`method="ntvp"` (or "auto") for this model.'
+        ) from error

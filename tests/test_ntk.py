@@ -130,6 +130,22 @@ def test_structured_weight_sharing_and_fallback(xs):
         _close(nte.empirical_ntk(model, x1, x2, method=method, trace=False), ref)
 
 
+class _InnerVmap(eqx.Module):
+    lin: eqx.nn.Linear
+
+    def __call__(self, x):
+        return jax.vmap(self.lin)(x.reshape(2, 2)).ravel()
+
+
+def test_structured_inside_inner_transform_falls_back_or_raises(xs):
+    model = _InnerVmap(eqx.nn.Linear(2, 3, key=jax.random.key(10)))
+    x = xs[0][:, :4]
+    ref = np.trace(_reference(model, x, x), axis1=2, axis2=3)
+    _close(nte.empirical_ntk(model, x, method="auto"), ref)
+    with pytest.raises(ValueError, match="method"):
+        nte.empirical_ntk(model, x, method="structured")
+
+
 def test_cnn_methods_agree():
     model = nte.nn.CNN((1, 6, 6), 3, channels=(2, 3), key=jax.random.key(8))
     x = jax.random.normal(jax.random.key(9), (3, 36))
