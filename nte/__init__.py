@@ -12,4 +12,21 @@ from ._split import merge as merge, split as split
 # isort: split
 from . import data as data
 
+# --- ntk ---
+# isort: split
+from ._euler import euler_residual as euler_residual, homogeneity_degree as homogeneity_degree
+from ._experts import (
+    ensemble_probabilities as ensemble_probabilities,
+    expert_probabilities as expert_probabilities,
+    tangent_experts as tangent_experts,
+)
+from ._linearize import (
+    AbstractExpansion as AbstractExpansion,
+    Linearized as Linearized,
+    TaylorExpansion as TaylorExpansion,
+    linearize as linearize,
+    taylor_expand as taylor_expand,
+)
+from ._ntk import empirical_ntk as empirical_ntk
+
 __version__ = "0.1.0"
