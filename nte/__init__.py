@@ -8,6 +8,23 @@ from ._per_example import per_example_grads as per_example_grads
 from ._signs import sign_mask as sign_mask, sign_violations as sign_violations
 from ._split import merge as merge, split as split
 
+# --- ntk ---
+# isort: split
+from ._euler import euler_residual as euler_residual, homogeneity_degree as homogeneity_degree
+from ._experts import (
+    ensemble_probabilities as ensemble_probabilities,
+    expert_probabilities as expert_probabilities,
+    tangent_experts as tangent_experts,
+)
+from ._linearize import (
+    AbstractExpansion as AbstractExpansion,
+    Linearized as Linearized,
+    TaylorExpansion as TaylorExpansion,
+    linearize as linearize,
+    taylor_expand as taylor_expand,
+)
+from ._ntk import empirical_ntk as empirical_ntk
+
 # --- predict ---
 # isort: split
 from . import predict as predict
