@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import jax.tree_util as jtu
 import numpy as np
 import optax
 import pytest
@@ -78,33 +77,11 @@ def _tiny_model(key, out_size=3):
     return model, x[:6], x[6:]
 
 
-def _linearized_fn(model0):
-    """`f_lin(params, x) = f(θ0, x) + J(θ0, x)(params − θ0)` via `jax.jvp`."""
-    params0, static = nte.split(model0)
-
-    def f_lin(params, x):
-        fn = lambda p: jax.vmap(nte.merge(p, static))(x)
-        delta = jtu.tree_map(lambda a, b: a - b, params, params0)
-        out, tangent = jax.jvp(fn, (params0,), (delta,))
-        return out + tangent
-
-    return params0, f_lin
-
-
-def _jacobian_ntk(model, x1, x2):
-    """The full NTK `[n1, n2, k, k]` from an explicit `jax.jacrev` contraction."""
-    params, static = nte.split(model)
-
-    def jac(x):
-        j = jax.jacrev(lambda p: jax.vmap(nte.merge(p, static))(x))(params)
-        return jnp.concatenate([a.reshape(a.shape[:2] + (-1,)) for a in jtu.tree_leaves(j)], -1)
-
-    return jnp.einsum("iap,jbp->ijab", jac(x1), jac(x2))
-
-
 def _run_linearized(model, x_train, x_test, y, optimizer, steps):
-    params0, f_lin = _linearized_fn(model)
-    loss = lambda p: _mse(f_lin(p, x_train), y)
+    """`steps` optax updates of MSE on `nte.linearize(model, model)`; outputs before and after."""
+    params0, static = nte.split(nte.linearize(model, model))
+    outputs = lambda p, x: jax.vmap(nte.merge(p, static))(x)
+    loss = lambda p: _mse(outputs(p, x_train), y)
 
     @jax.jit
     def train(params):
@@ -116,11 +93,14 @@ def _run_linearized(model, x_train, x_test, y, optimizer, steps):
         return jax.lax.scan(step, (params, optimizer.init(params)), length=steps)[0][0]
 
     params = train(params0)
+    before = outputs(params0, x_train), outputs(params0, x_test)
+    return outputs(params, x_train), outputs(params, x_test), *before
+
+
+def _kernels(model, x_train, x_test, trace=False):
     return (
-        f_lin(params, x_train),
-        f_lin(params, x_test),
-        f_lin(params0, x_train),
-        f_lin(params0, x_test),
+        nte.empirical_ntk(model, x_train, trace=trace),
+        nte.empirical_ntk(model, x_test, x_train, trace=trace),
     )
 
 
@@ -186,9 +166,8 @@ def test_discrete_matches_gd_on_linearized_network(x64, getkey, out_size):
     y = jax.random.normal(getkey(), (6, out_size))
     lr, steps = 0.05, 25
     train, test, f0, f0_test = _run_linearized(model, x_train, x_test, y, optax.sgd(lr), steps)
-    k_train, k_test = _jacobian_ntk(model, x_train, x_train), _jacobian_ntk(model, x_test, x_train)
-    if out_size == 1:  # a traced kernel is exact for one output
-        k_train, k_test = k_train[..., 0, 0], k_test[..., 0, 0]
+    # a traced kernel is exact for one output; several outputs need the full kernel
+    k_train, k_test = _kernels(model, x_train, x_test, trace=out_size == 1)
     assert float(jnp.max(jnp.abs(train - f0))) > 1e-2  # training did move the outputs
     predict = nte.predict.discrete_gradient_descent_mse(k_train, y, learning_rate=lr)
     p_train, p_test = predict(steps, f0, f0_test, k_test)
@@ -263,7 +242,7 @@ def test_momentum_matches_heavy_ball_on_linearized_network(x64, getkey):
     lr, m, steps = 1e-4, 0.99, 300  # γ = (1 − m)/√η = 1
     optimizer = optax.sgd(lr, momentum=m)  # v ← m v + g; θ ← θ − η v (heavy ball)
     train, test, f0, f0_test = _run_linearized(model, x_train, x_test, y, optimizer, steps)
-    k_train, k_test = _jacobian_ntk(model, x_train, x_train), _jacobian_ntk(model, x_test, x_train)
+    k_train, k_test = _kernels(model, x_train, x_test)
     ode = nte.predict.gradient_descent(_mse, k_train, y, learning_rate=lr, momentum=m)
     p_train, p_test = ode(float(steps), f0, f0_test, k_test)
     moved = float(jnp.max(jnp.abs(train - f0)))
