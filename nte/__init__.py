@@ -29,4 +29,8 @@ from ._ntk import empirical_ntk as empirical_ntk
 # isort: split
 from . import predict as predict
 
+# --- data ---
+# isort: split
+from . import data as data
+
 __version__ = "0.1.0"
