@@ -15,7 +15,7 @@ network's outputs then follow, with the empirical NTK `Θ = J Jᵀ` and `Θ_* = 
 For a loss `½·mean` over the `n·k` entries, use `learning_rate = η_mean / (n·k)`.
 
 Kernels are `[n, n]` (*traced*: the same kernel for every output dimension, i.e. `Θ ⊗ I_k`)
-or `[n, n, k, k]` (*full*, exact for a finite network). [`nte.empirical_ntk`][] with
+or `[n, n, k, k]` (*full*, exact for a finite network). `nte.empirical_ntk` with
 `trace=True` *sums* over the `k` outputs: divide by `k` to get the per-output kernel.
 """
 

@@ -5,7 +5,7 @@ Two kernel layouts are accepted everywhere in `nte.predict`:
 - *traced* `[n, n]`: one kernel shared by every output dimension, i.e. the full kernel is taken
   to be `Θ ⊗ I_k` and each output column of `y_train` evolves independently under the same `Θ`;
 - *full* `[n, n, k, k]`: `Θ[i, j, a, b] = ⟨∂f_a(x_i)/∂θ, ∂f_b(x_j)/∂θ⟩`, exact for a finite
-  network (what [`nte.empirical_ntk`][] returns with `trace=False`).
+  network (what `nte.empirical_ntk` returns with `trace=False`).
 
 Internally both are handled as a matrix acting on "rows": the train outputs `[n, k]` for a
 traced kernel, the flattened `[n·k, 1]` for a full one.
@@ -148,8 +148,8 @@ def to_rows(fx, layout: Layout):
 class Eigh(NamedTuple):
     """Eigendecomposition of the symmetrized, regularized kernel matrix.
 
-    `null` marks the eigenvalues treated as zero (`λ ≤ n·eps·max|λ|`, negatives included):
-    the dynamics leave those directions unchanged (pseudo-inverse convention).
+    `null` marks the eigenvalues `λ ≤ 0`: the dynamics leave those directions unchanged
+    (pseudo-inverse convention; exact for a zero eigenvalue, a choice for a negative one).
     """
 
     evals: Float[Array, " r"]
@@ -162,15 +162,14 @@ def eigh(ntk, layout: Layout, diag_reg, *, name: str = "ntk_train_train") -> Eig
     mat = to_matrix(ntk, layout)
     mat = 0.5 * (mat + mat.T) + diag_reg * jnp.eye(mat.shape[0], dtype=mat.dtype)
     evals, evecs = jnp.linalg.eigh(mat)
-    cutoff = mat.shape[0] * jnp.finfo(mat.dtype).eps * jnp.max(jnp.abs(evals))
     if is_concrete(evals) and evals.size and float(evals[0]) <= 0:
         warnings.warn(
             f"`{name}` (+ diag_reg) is not positive definite: its smallest eigenvalue is "
-            f"{float(evals[0]):.3g}. Directions with eigenvalue <= {float(cutoff):.3g} are left "
-            "unchanged by the dynamics (pseudo-inverse); pass `diag_reg > 0` to regularize.",
+            f"{float(evals[0]):.3g}. Directions with eigenvalue <= 0 are left unchanged by the "
+            "dynamics (pseudo-inverse); pass `diag_reg > 0` to regularize.",
             stacklevel=3,
         )
-    return Eigh(evals, evecs, evals <= cutoff)
+    return Eigh(evals, evecs, evals <= 0)
 
 
 def spectral_apply(eig: Eigh, coeffs, rows):

@@ -112,16 +112,18 @@ def gradient_descent_mse(
 
     - `ntk_train_train`: the NTK on the training inputs: `[n, n]` (a *traced* kernel, applied
       identically and independently to every output dimension, i.e. the full kernel `Θ ⊗ I`) or
-      `[n, n, k, k]` (the full kernel of [`nte.empirical_ntk`][] with `trace=False`, exact for
-      the linearized network). Note: [`nte.empirical_ntk`][] with `trace=True` *sums* over the
+      `[n, n, k, k]` (the full kernel of `nte.empirical_ntk` with `trace=False`, exact for
+      the linearized network). Note: `nte.empirical_ntk` with `trace=True` *sums* over the
       `k` outputs; divide it by `k` for the per-output kernel of a wide network.
     - `y_train`: targets `[n]` or `[n, k]`.
     - `learning_rate`: `η > 0`; time `t` counts gradient steps (the ODE is `df/dt = −ηΘ(f − y)`).
     - `diag_reg`: `≥ 0`, added to the kernel's diagonal (absolute scale), i.e. ridge
       regularization: at `t = ∞` the predictor becomes kernel ridge regression with ridge
       `diag_reg`. Use it for ill-conditioned kernels. If the smallest eigenvalue of the kernel
-      (+ `diag_reg`) is `≤ 0`, a warning is emitted; eigen-directions with eigenvalue
-      `≤ n·eps·max|λ|` are then left unchanged (pseudo-inverse convention).
+      (+ `diag_reg`) is `≤ 0`, a warning is emitted and eigen-directions with eigenvalue `≤ 0`
+      are left unchanged (pseudo-inverse convention). Tiny positive eigenvalues (a numerically
+      rank-deficient kernel) are used as they are: harmless at finite `t`, but at `t = ∞` they
+      amplify rounding errors by `1/λ`, so pass `diag_reg > 0` for such kernels.
 
     **Returns:**
 
@@ -182,7 +184,7 @@ def discrete_gradient_descent_mse(
         f*_k = f*_0 − Θ_* V diag((1 − (1 − ηλ)^k) / λ) Vᵀ (f_0 − y)
 
     It converges iff `η < 2/λ_max` ([`nte.predict.max_learning_rate`][]); it tends to the
-    continuous-time [`nte.predict.gradient_descent_mse`][] at `t = k·η` as `η → 0`.
+    continuous-time [`nte.predict.gradient_descent_mse`][] at time `t = k` as `η → 0`.
 
     **Arguments:** as for [`nte.predict.gradient_descent_mse`][].
 
