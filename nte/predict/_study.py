@@ -6,6 +6,7 @@ with the closed-form NTK predictors of `nte.predict`. Used by `python -m experim
 """
 
 import dataclasses
+from functools import partial
 
 import equinox as eqx
 import jax
@@ -54,22 +55,32 @@ def _relative_change(new, old) -> float:
     return _tree_norm(jtu.tree_map(jnp.subtract, new, old)) / _tree_norm(old)
 
 
-def _trainer(model0, problem: Problem, learning_rate: float):
-    """A jitted `run(state, n_steps)` of plain GD on the network and its linearization."""
-    params0, static = split(model0)
-    lin0 = linearize(model0, model0)
-    net_fn = lambda p, x: jax.vmap(merge(p, static))(x)
-    lin_fn = lambda p, x: jax.vmap(eqx.tree_at(lambda m: m.params, lin0, p))(x)
-    x, y = jnp.asarray(problem.x_train), jnp.asarray(problem.y_train)
+def _loss(fn, params, x, y):
+    return 0.5 * jnp.sum((fn(params, x) - y) ** 2)
+
+
+@eqx.filter_jit
+def _run(state, n, x, y, lin0, static):
+    """`n` plain gradient-descent steps on the network and on its linearization `lin0`.
+
+    Everything is an argument (not a closed-over constant) so XLA does not constant-fold.
+    """
+    net_fn, lin_fn = _net_fn(static), _lin_fn(lin0)
+    lr, state = state[0], state[1:]
 
     def step(_, state):
-        grads = [jax.grad(lambda p, fn=fn: 0.5 * jnp.sum((fn(p, x) - y) ** 2))(p)
-                 for p, fn in zip(state, (net_fn, lin_fn))]  # fmt: skip
-        return tuple(jtu.tree_map(lambda a, g: a - learning_rate * g, p, g)
-                     for p, g in zip(state, grads))  # fmt: skip
+        grads = [jax.grad(partial(_loss, fn))(p, x, y) for p, fn in zip(state, (net_fn, lin_fn))]
+        return tuple(jtu.tree_map(lambda a, g: a - lr * g, p, g) for p, g in zip(state, grads))
 
-    run = eqx.filter_jit(lambda state, n: jax.lax.fori_loop(0, n, step, state))
-    return (params0, lin0.params), run, net_fn, lin_fn, static
+    return (lr, *jax.lax.fori_loop(0, n, step, state))
+
+
+def _net_fn(static):
+    return lambda p, x: jax.vmap(merge(p, static))(x)
+
+
+def _lin_fn(lin0):
+    return lambda p, x: jax.vmap(eqx.tree_at(lambda m: m.params, lin0, p))(x)
 
 
 def reference_learning_rate(problem: Problem, *, width: int, depth: int, key, fraction=0.5):
@@ -94,20 +105,23 @@ def study_width(
     k = problem.y_train.shape[1]
     model0 = MLP(problem.x_train.shape[1], width, depth, k, parameterization="ntk", key=key)
     xtr, xte, ytr = map(jnp.asarray, (problem.x_train, problem.x_test, problem.y_train))
-    state, run, net_fn, lin_fn, static = _trainer(model0, problem, learning_rate)
-    f0_train, f0_test = net_fn(state[0], xtr), net_fn(state[0], xte)
+    params0, static = split(model0)
+    lin0 = linearize(model0, model0)
+    net_fn, lin_fn = _net_fn(static), _lin_fn(lin0)
+    state = (jnp.asarray(learning_rate, jnp.float32), params0, lin0.params)
+    f0_train, f0_test = net_fn(params0, xtr), net_fn(params0, xte)
     history, done = [], 0
     for target in checkpoints:
-        state = run(state, jnp.asarray(target - done))
+        state = _run(state, jnp.asarray(target - done), xtr, ytr, lin0, static)
         done = target
-        net_test, lin_test = net_fn(state[0], xte), lin_fn(state[1], xte)
+        net_test, lin_test = net_fn(state[1], xte), lin_fn(state[2], xte)
         history.append(dict(step=target, rmse_net_lin=_rmse(net_test, lin_test), net=net_test,
                             lin=lin_test))  # fmt: skip
         if progress is not None:
             progress(target)
     ntk0 = empirical_ntk(model0, xtr)
     ntk0_test = empirical_ntk(model0, xte, xtr)
-    ntk_end = empirical_ntk(merge(state[0], static), xtr)
+    ntk_end = empirical_ntk(merge(state[1], static), xtr)
     steps = jnp.asarray(checkpoints, jnp.float32)
     # closed form, continuous time, per-output kernel Θ/k applied to every output (wide limit)
     closed = gradient_descent_mse(ntk0 / k, ytr, learning_rate=learning_rate)
@@ -128,10 +142,10 @@ def study_width(
         rmse_lin_closed=_rmse(end["lin"], closed_test[-1]),
         rmse_lin_exact=_rmse(end["lin"], exact_test),
         ntk_change=_relative_change(ntk_end, ntk0),
-        weight_change=_relative_change(state[0], split(model0)[0]),
+        weight_change=_relative_change(state[1], split(model0)[0]),
         accuracy_net=accuracy(end["net"]),
         accuracy_lin=accuracy(end["lin"]),
-        train_loss_net=float(0.5 * jnp.sum((net_fn(state[0], xtr) - ytr) ** 2)),
+        train_loss_net=float(0.5 * jnp.sum((net_fn(state[1], xtr) - ytr) ** 2)),
         steps=[h["step"] for h in history],
         rmse_net_lin_vs_step=[h["rmse_net_lin"] for h in history],
         rmse_net_closed_vs_step=[_rmse(h["net"], c) for h, c in zip(history, closed_test)],
