@@ -167,7 +167,7 @@ def eigh(ntk, layout: Layout, diag_reg, *, name: str = "ntk_train_train") -> Eig
             f"`{name}` (+ diag_reg) is not positive definite: its smallest eigenvalue is "
             f"{float(evals[0]):.3g}. Directions with eigenvalue <= 0 are left unchanged by the "
             "dynamics (pseudo-inverse); pass `diag_reg > 0` to regularize.",
-            stacklevel=3,
+            stacklevel=4,
         )
     return Eigh(evals, evecs, evals <= 0)
 

@@ -93,8 +93,8 @@ def gradient_descent_mse(
     ntk_train_train: Kernel,
     y_train: Targets,
     *,
-    learning_rate: float | Float[Array, ""] = 1.0,
-    diag_reg: float | Float[Array, ""] = 0.0,
+    learning_rate: float | int | Float[Array, ""] = 1.0,
+    diag_reg: float | int | Float[Array, ""] = 0.0,
 ) -> Predictor:
     """Outputs of a linearized network trained by continuous-time gradient descent on MSE.
 
@@ -172,8 +172,8 @@ def discrete_gradient_descent_mse(
     ntk_train_train: Kernel,
     y_train: Targets,
     *,
-    learning_rate: float | Float[Array, ""] = 1.0,
-    diag_reg: float | Float[Array, ""] = 0.0,
+    learning_rate: float | int | Float[Array, ""] = 1.0,
+    diag_reg: float | int | Float[Array, ""] = 0.0,
 ) -> Predictor:
     """Outputs of a linearized network after `k` discrete gradient-descent steps on MSE.
 
@@ -210,7 +210,7 @@ def discrete_gradient_descent_mse(
 
 
 def max_learning_rate(
-    ntk_train_train: Kernel, *, diag_reg: float | Float[Array, ""] = 0.0
+    ntk_train_train: Kernel, *, diag_reg: float | int | Float[Array, ""] = 0.0
 ) -> Float[Array, ""]:
     """The largest stable learning rate of discrete gradient descent on MSE: `2 / λ_max`.
 
