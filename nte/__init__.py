@@ -29,4 +29,8 @@ from ._linearize import (
 )
 from ._ntk import empirical_ntk as empirical_ntk
 
+# --- predict ---
+# isort: split
+from . import predict as predict
+
 __version__ = "0.1.0"
