@@ -195,11 +195,15 @@ def expert_log_likelihoods(
       g_{b,kj} = δ_{b,k} a_{b,j}, so Σ_b log(1 − u_b) = −Σ_m (βs)^m/m ⊙ (D^{∘m})ᵀ A^{∘m}: one
       matmul per order, memory O(B·width). `series_terms` orders (default: added until the
       truncation bound U^M/((M+1)(1−U)) is below the dtype's epsilon, at most 64), where
-      U = β max_b ‖δ_b‖∞‖a_b‖∞ ≥ |β s g|. Layers with U ≥ 1 (the series diverges; pruned or
-      invalid experts are possible), biases of those layers aside, fall back to `"chunked"`
-      (decided at run time with `lax.cond`); biases use their exact per-example gradient δ_b;
-      every other leaf uses `"chunked"`. Accurate when U is small; with U close to 1 and a fixed
-      `series_terms` it is not.
+      U = β max_b ‖δ_b‖∞‖a_b‖∞ ≥ |β s g|. A layer's weight falls back to `"chunked"` (decided
+      at run time with `lax.cond`) where U ≥ 1 (the series diverges; pruned or invalid experts
+      are possible) or, with adaptive orders, where 64 orders cannot reach the dtype's epsilon
+      (U ≳ 0.75 in float32). Biases use their exact per-example gradient δ_b; every other leaf
+      uses `"chunked"`. Powers are taken of per-example rescaled factors (all ≤ 1 in magnitude),
+      so they never overflow. Accurate when U is small; with U close to 1 and a small fixed
+      `series_terms` it is not (the truncation error is about U^M/((M+1)(1−U)) relative).
+      Note: the compiled fallback branch reserves the chunked pass's buffers, so XLA's peak
+      memory of `"series"` includes one chunk of per-example gradients.
     - `"auto"`: like `"series"` but only where U ≤ 0.5 with adaptive orders (float precision,
       at most ~20 orders in float32), `"chunked"` elsewhere.
 
