@@ -27,7 +27,7 @@ class Metrics(NamedTuple):
 def _mean(x: np.ndarray) -> np.ndarray:
     if x.shape[-1] == 0:
         return np.full(x.shape[:-1], np.nan)
-    return np.mean(x, axis=-1)
+    return np.asarray(np.mean(x, axis=-1))
 
 
 def metrics(R: Any, baseline: Any) -> Metrics:
@@ -64,7 +64,7 @@ def metrics(R: Any, baseline: Any) -> Metrics:
     above = np.stack([R[..., j - 1, j] for j in range(1, T)], -1) if T > 1 else last[..., :0]
     forgetting = np.max(R[..., : T - 1, : T - 1], axis=-2) - last[..., : T - 1] if T > 1 else above
     return Metrics(
-        acc=np.mean(last, axis=-1),
+        acc=np.asarray(np.mean(last, axis=-1)),
         bwt=_mean(last[..., : T - 1] - diag[..., : T - 1]),
         fwt=_mean(above - b[..., 1:]),
         forgetting=forgetting,
