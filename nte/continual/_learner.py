@@ -18,7 +18,8 @@ traceable (no Python control flow on array values, no host callbacks, no side ef
   anything else (EWC's Fisher and anchors, a hypernetwork's snapshots). Its array leaves must
   keep their shapes and dtypes across `step`/`end_task` (they are carried by `lax.scan` and
   serialised by checkpoints with `eqx.tree_serialise_leaves`). Non-array leaves (activation
-  functions, static fields) are kept from `init`. Do not store PRNG keys as typed key arrays;
+  functions, static fields) are kept from `init`, so create every leaf that changes later as
+  a JAX array in `init` (`jnp.zeros(())`, not `0.0`). Do not store PRNG keys as typed key arrays;
   store `jax.random.key_data(key)` (a `uint32` array) if a learner needs one.
 - `step(state, x, y, task) -> (state, aux)`: one update on one batch. `x` is
   `Float[Array, "batch features"]` (already permuted and flattened by the harness), `y` is
@@ -31,6 +32,10 @@ traceable (no Python control flow on array values, no host callbacks, no side ef
   generates the task's weights here.
 
 Optionally override:
+
+- `vmap_seeds` (a `ClassVar[bool]`, default `True`): whether several seeds are trained with
+  `jax.vmap` (`True`) or `lax.map` (`False`, better for learners using `lax.cond`) when
+  `Config.seed_mode="auto"`.
 
 - `end_task(state, task_index, x, y, task, *, key) -> state`: called once after the last step
   of each task, with a sample of that task's training data (`x`, `y` of a fixed size chosen by
@@ -58,7 +63,7 @@ its own module `nte/continual/_learners/_<name>.py`, import that module in
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -150,7 +155,14 @@ class AbstractLearner(eqx.Module):
     - `end_task(state, task_index, x, y, task, *, key) -> state` at each task boundary
       (default: identity);
     - `eval_model(state, task_index) -> model` (the model evaluated on a task).
+
+    The class variable `vmap_seeds` (default `True`) tells the harness how to train several
+    seeds in one program with `Config.seed_mode="auto"`: `jax.vmap` over seeds, or, when
+    `False`, `lax.map` over seeds (for learners whose `lax.cond`s would run both branches
+    under `vmap`).
     """
+
+    vmap_seeds: ClassVar[bool] = True
 
     @abc.abstractmethod
     def init(self, model: eqx.Module, *, key: PRNGKeyArray) -> PyTree:
