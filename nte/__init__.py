@@ -45,4 +45,8 @@ from ._scaled_sgd import (
     scale_by_scaled_sgd as scale_by_scaled_sgd,
 )
 
+# isort: split
+# --- harness ---
+from . import continual as continual
+
 __version__ = "0.1.0"
