@@ -14,7 +14,7 @@ def _is_none(x: Any) -> bool:
     return x is None
 
 
-def _project(p: Array, s: Array | None) -> Array:
+def _project(p: Array | None, s: Array | None) -> Array | None:
     if s is None:
         return p
     return jnp.where(jnp.sign(p).astype(jnp.int8) == s.astype(jnp.int8), p, jnp.zeros_like(p))
