@@ -9,6 +9,18 @@ from ._signs import sign_mask as sign_mask, sign_violations as sign_violations
 from ._split import merge as merge, split as split
 
 # isort: split
+# --- posterior ---
+from ._likelihood import (
+    ExpertLogLikelihoods as ExpertLogLikelihoods,
+    expert_log_likelihoods as expert_log_likelihoods,
+)
+from ._posterior import ScaleByNTEState as ScaleByNTEState, nte as nte, scale_by_nte as scale_by_nte
+from ._scaled_sgd import (
+    ScaleByScaledSGDState as ScaleByScaledSGDState,
+    scale_by_scaled_sgd as scale_by_scaled_sgd,
+)
+
+# isort: split
 # --- pruning ---
 from . import pruning as pruning
 
