@@ -76,6 +76,35 @@ def test_dale_prune_only_200_steps_keeps_signs(getkey):
     assert loss1 < loss0
 
 
+def test_dale_nte_200_steps_keeps_signs(getkey):
+    model = nte.nn.dale_mlp(64, 32, 1, 10, key=getkey())
+    signs = nte.nn.dale_signs(model)
+    params, static = nte.split(model)
+    x, y = _digits()
+    opt = nte.nte(0.01, max_delta=0.1)
+
+    def loss_one(m, xi, yi):
+        return optax.softmax_cross_entropy_with_integer_labels(m(xi), yi)
+
+    def loss(p):
+        logits = jax.vmap(nte.merge(p, static))(x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    @jax.jit
+    def step(p, state, k):
+        idx = jax.random.choice(k, x.shape[0], (32,), replace=False)
+        grads = nte.per_example_grads(loss_one, nte.merge(p, static), x[idx], y[idx])
+        updates, state = opt.update(grads, state, p)
+        return optax.apply_updates(p, updates), state
+
+    p, state = params, opt.init(params)
+    for k in jax.random.split(getkey(), 200):
+        p, state = step(p, state, k)
+    assert int(nte.sign_violations(p, signs)) == 0
+    assert int(nte.sign_violations(p, nte.sign_mask(params))) == 0  # every sign kept
+    assert float(loss(p)) < float(loss(params))
+
+
 def test_dale_sgd_needs_keep_signs(getkey):
     model = nte.nn.dale_mlp(64, 64, 1, 10, key=getkey())
     signs = nte.nn.dale_signs(model)
