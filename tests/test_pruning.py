@@ -132,13 +132,18 @@ def test_prune_only_mask_never_regains_and_pruned_exactly_zero(getkey, cutoff):
         np.testing.assert_array_equal(np.asarray(p)[m], np.asarray(p0)[m])
 
 
-def test_prune_only_init_variant_restores_center(getkey):
+@pytest.mark.parametrize("as_function", [False, True])
+def test_prune_only_init_variant_restores_center(getkey, as_function):
     params0, _ = _mlp_params(getkey())
     noise = _random_grads(getkey(), params0)
     center = jtu.tree_map(lambda p, n: p - 0.1 * n, params0, noise)
+    if as_function:
+        center_arg = lambda p: jtu.tree_map(lambda x, n: x - 0.1 * n, p, noise)
+    else:
+        center_arg = center
     key = getkey()
     grads_fn = lambda i, p: _random_grads(jax.random.fold_in(key, i), p)
-    opt = nte.pruning.prune_only(0.05, 0.5, variant="init", center=center)
+    opt = nte.pruning.prune_only(0.05, 0.5, variant="init", center=center_arg)
     params, state, _ = _run_prune_only(opt, params0, grads_fn, 20)
     n_pruned = 0
     for p, p0, c, m in zip(*(jtu.tree_leaves(t) for t in (params, params0, center, state.mask))):

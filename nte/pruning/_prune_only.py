@@ -1,7 +1,9 @@
 """Learning by pruning only (design doc §4): an optax transform that only removes weights."""
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optax
@@ -33,6 +35,11 @@ class PruneOnlyState(NamedTuple):
     center: PyTree[Float[Array, "..."]] | None
 
 
+def _is_function(x: Any) -> bool:
+    """A plain callable, not a (callable) `eqx.Module` pytree of parameters."""
+    return callable(x) and not isinstance(x, eqx.Module)
+
+
 def _delta(params: PyTree, center: PyTree | None) -> PyTree:
     if center is None:
         return params
@@ -45,7 +52,7 @@ def prune_only(
     *,
     cutoff: str = "gaussian",
     variant: str = "origin",
-    center: PyTree[Float[Array, "..."]] | None = None,
+    center: PyTree[Float[Array, "..."]] | Callable[[PyTree], PyTree] | None = None,
     degree: RealScalar = 1.0,
     scope: str = "global",
 ) -> optax.GradientTransformation:
@@ -95,7 +102,9 @@ def prune_only(
     - `cutoff`: `"gaussian"` or `"quantile"`.
     - `variant`: `"origin"` (Δ = θ, pruned weights become exactly 0) or `"init"` (Δ = θ − θ0,
       pruned weights are restored to θ0).
-    - `center`: θ0 for `variant="init"`, a params-shaped pytree (required there, else `None`).
+    - `center`: θ0 for `variant="init"` (required there, else `None`): a params-shaped pytree,
+      or a function `params -> θ0` called at `init` (e.g. to draw θ0 = θ − σ·noise once the
+      model exists).
     - `degree`: the homogeneity degree `L` of the network (origin variant), `> 0`.
     - `scope`: `"global"` or `"layer"` (per leaf).
 
@@ -127,16 +136,17 @@ def prune_only(
         raise ValueError('`center` must be None for `variant="origin"` (θ0 = 0).')
 
     def init_fn(params: PyTree) -> PruneOnlyState:
-        if center is not None and jtu.tree_structure(center) != jtu.tree_structure(params):
+        c = center(params) if _is_function(center) else center
+        if c is not None and jtu.tree_structure(c) != jtu.tree_structure(params):
             raise ValueError("`center` must have the same pytree structure as the params.")
-        delta = _delta(params, center)
+        delta = _delta(params, c)
         signs = jtu.tree_map(lambda x: jnp.sign(x).astype(jnp.int8), delta)
         return PruneOnlyState(
             count=jnp.zeros([], jnp.int32),
             score=jtu.tree_map(jnp.zeros_like, params),
             mask=jtu.tree_map(lambda s: s != 0, signs),
             signs=signs,
-            center=center,
+            center=c,
         )
 
     def update_fn(updates: PyTree, state: PruneOnlyState, params: Any = None):
@@ -151,7 +161,7 @@ def prune_only(
         f = jtu.tree_map(lambda v, s: v * s.astype(v.dtype), score, state.signs)
         prune = to_prune(f, state.mask, rate, cutoff=cutoff, scope=scope)
         mask = jtu.tree_map(lambda m, p: m & ~p, state.mask, prune)
-        targets = jtu.tree_map(jnp.zeros_like, params) if center is None else state.center
+        targets = jtu.tree_map(jnp.zeros_like, params) if variant == "origin" else state.center
         new_updates = jtu.tree_map(
             lambda m, t, p: jnp.where(m, jnp.zeros_like(p), t - p), mask, targets, params
         )
