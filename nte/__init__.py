@@ -8,6 +8,10 @@ from ._per_example import per_example_grads as per_example_grads
 from ._signs import sign_mask as sign_mask, sign_violations as sign_violations
 from ._split import merge as merge, split as split
 
+# --- data ---
+# isort: split
+from . import data as data
+
 # isort: split
 # --- posterior ---
 from ._likelihood import (
@@ -19,6 +23,10 @@ from ._scaled_sgd import (
     ScaleByScaledSGDState as ScaleByScaledSGDState,
     scale_by_scaled_sgd as scale_by_scaled_sgd,
 )
+
+# isort: split
+# --- harness ---
+from . import continual as continual
 
 # isort: split
 # --- pruning ---

@@ -1,0 +1,245 @@
+"""The learner interface of the continual-learning harness, its shared loss, and its registry.
+
+A *learner* is everything that differs between continual-learning methods (SGD, Adam, the NTE
+posterior update, EWC, hypernetworks, pruning, ...): how the training state is built, how one
+batch updates it, what happens at a task boundary and which model is evaluated on a task. The
+harness ([`nte.continual.run`][]) owns everything else: data on device, batching, permutations,
+evaluation, seeds (`vmap`), checkpoints, metrics.
+
+## The interface (read this to add a learner)
+
+Subclass [`nte.continual.AbstractLearner`][] (an `eqx.Module`; hyperparameters are its fields)
+and implement three methods. All are pure functions of pytrees: the harness calls them inside
+ONE `jax.jit`-compiled `lax.scan` over steps and `jax.vmap` over seeds, so they must be
+traceable (no Python control flow on array values, no host callbacks, no side effects).
+
+- `init(model, *, key) -> state`: build the training state from a freshly initialised model.
+  `state` is any pytree (usually an `eqx.Module`) holding the model, optimizer state and
+  anything else (EWC's Fisher and anchors, a hypernetwork's snapshots). Its array leaves must
+  keep their shapes and dtypes across `step`/`end_task` (they are carried by `lax.scan` and
+  serialised by checkpoints with `eqx.tree_serialise_leaves`). Non-array leaves (activation
+  functions, static fields) are kept from `init`, so create every leaf that changes later as
+  a JAX array in `init` (`jnp.zeros(())`, not `0.0`). Do not store PRNG keys as typed key arrays;
+  store `jax.random.key_data(key)` (a `uint32` array) if a learner needs one.
+- `step(state, x, y, task) -> (state, aux)`: one update on one batch. `x` is
+  `Float[Array, "batch features"]` (already permuted and flattened by the harness), `y` is
+  `Int[Array, "batch"]` (already remapped for the scenario), `task` is a [`nte.continual.Task`][]
+  (`task.index`, an int32 scalar, and `task.mask`, a bool `[classes]` mask of the logits this
+  task may use: all true for permuted, domain and class-incremental tasks). `aux` is a dict of
+  scalar arrays (at least `"loss"`), logged by the harness.
+- `eval_model(state, task_index) -> model`: the model that predicts on task `task_index` (an
+  int32 scalar array, possibly traced). Most learners return `state.model`; a hypernetwork
+  generates the task's weights here.
+
+Optionally override:
+
+- `vmap_seeds` (a `ClassVar[bool]`, default `True`): whether several seeds are trained with
+  `jax.vmap` (`True`) or `lax.map` (`False`, better for learners using `lax.cond`) when
+  `Config.seed_mode="auto"`.
+
+- `end_task(state, task_index, x, y, task, *, key) -> state`: called once after the last step
+  of each task, with a sample of that task's training data (`x`, `y` of a fixed size chosen by
+  the harness, drawn on device) and a fresh `key`. Default: return `state` unchanged. EWC
+  computes its Fisher information here; a hypernetwork snapshots its task embedding.
+
+Use [`nte.continual.cross_entropy`][] (masked softmax cross-entropy on ONE example; the masked
+logits get exactly zero gradient) as the loss so that every learner trains the same objective.
+
+Finally register a builder that maps a [`nte.continual.Config`][] onto the learner, so that
+`Config(learner="<name>")` and `--learner <name>` work:
+
+```python
+@register_learner("sgd")
+def _from_config(config):
+    return sgd(config.lr, momentum=config.momentum)
+```
+
+Learner-specific hyperparameters that have no flag of their own go in
+`Config.learner_kwargs` (a dict; `--learner-kwargs '{"ewc_lambda": 100}'`). Put the learner in
+its own module `nte/continual/_learners/_<name>.py`, import that module in
+`nte/continual/_learners/__init__.py` and export its public factory in
+`nte/continual/__init__.py`.
+"""
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree, Scalar
+
+# A large negative finite fill for masked logits: exp(fill - max) == 0 exactly in float32/64,
+# and unlike -inf it never produces inf - inf = nan anywhere.
+_MASK_FILL = -1e30
+
+
+class Task(eqx.Module):
+    """What a learner knows about the task of the current batch (a small pytree).
+
+    **Fields:**
+
+    - `index`: the task index, an `int32` scalar array.
+    - `mask`: `Bool[Array, "classes"]`, the logits this task may use (task-incremental split
+      tasks); all `True` for permuted, domain- and class-incremental tasks.
+    """
+
+    index: Int[Array, ""]
+    mask: Bool[Array, " classes"]
+
+
+def masked_log_softmax(
+    logits: Float[Array, " classes"], mask: Bool[Array, " classes"]
+) -> Float[Array, " classes"]:
+    """`log_softmax` over the classes selected by `mask`; masked entries get a huge negative value.
+
+    The masked logits are replaced (by `jnp.where`) before the softmax, so they receive
+    exactly zero gradient and the log-probabilities of unmasked classes are finite.
+    """
+    return jax.nn.log_softmax(jnp.where(mask, logits, _MASK_FILL))
+
+
+def cross_entropy(
+    model: Callable[[Any], Array],
+    x: Float[Array, "..."],
+    target: tuple[Int[Array, ""], Bool[Array, " classes"]],
+) -> Scalar:
+    """Masked softmax cross-entropy of `model` on ONE example: the loss every learner trains.
+
+    `−log softmax(f(x) restricted to mask)[label]`. With an all-true mask this is the plain
+    cross-entropy. The signature `(model, x, target)` is the per-example `loss_fn` convention of
+    [`nte.per_example_grads`][], so it can be vmapped over a batch of `(x, (label, mask))`.
+
+    **Arguments:**
+
+    - `model`: a callable on one example returning logits `[classes]`.
+    - `x`: one input.
+    - `target`: `(label, mask)`: an int scalar label and a bool `[classes]` mask; the label must
+      be an unmasked class (otherwise the loss is ~1e30, never nan).
+
+    **Returns:**
+
+    A scalar loss.
+    """
+    label, mask = target
+    return -masked_log_softmax(model(x), mask)[label]
+
+
+def batch_targets(
+    y: Int[Array, " batch"], task: Task
+) -> tuple[Int[Array, " batch"], Bool[Array, "batch classes"]]:
+    """Per-example targets `(label, mask)` for [`nte.continual.cross_entropy`][] on a batch."""
+    return y, jnp.broadcast_to(task.mask, y.shape + task.mask.shape)
+
+
+def mean_loss(model: Callable[[Any], Array], x: Array, y: Array, task: Task) -> Scalar:
+    """Mean of [`nte.continual.cross_entropy`][] over a batch (for mean-gradient learners)."""
+    labels, masks = batch_targets(y, task)
+    return jnp.mean(jax.vmap(cross_entropy, in_axes=(None, 0, 0))(model, x, (labels, masks)))
+
+
+def predict(logits: Float[Array, "... classes"], mask: Bool[Array, " classes"]) -> Array:
+    """Argmax over the classes selected by `mask` (task-incremental prediction)."""
+    return jnp.argmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
+
+
+class AbstractLearner(eqx.Module):
+    """A continual-learning method, as four pure, jittable, vmappable functions.
+
+    See the module documentation of `nte.continual` (and the tutorial) for the full contract;
+    in short:
+
+    - `init(model, *, key) -> state`;
+    - `step(state, x, y, task) -> (state, aux)` on one batch;
+    - `end_task(state, task_index, x, y, task, *, key) -> state` at each task boundary
+      (default: identity);
+    - `eval_model(state, task_index) -> model` (the model evaluated on a task).
+
+    The class variable `vmap_seeds` (default `True`) tells the harness how to train several
+    seeds in one program with `Config.seed_mode="auto"`: `jax.vmap` over seeds, or, when
+    `False`, `lax.map` over seeds (for learners whose `lax.cond`s would run both branches
+    under `vmap`).
+    """
+
+    vmap_seeds: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def init(self, model: eqx.Module, *, key: PRNGKeyArray) -> PyTree:
+        """Build the training state from a freshly initialised model."""
+
+    @abc.abstractmethod
+    def step(
+        self, state: PyTree, x: Float[Array, "batch ..."], y: Int[Array, " batch"], task: Task
+    ) -> tuple[PyTree, dict[str, Array]]:
+        """One update on one batch; returns the new state and a dict of scalar diagnostics."""
+
+    def end_task(
+        self,
+        state: PyTree,
+        task_index: Int[Array, ""],
+        x: Float[Array, "batch ..."],
+        y: Int[Array, " batch"],
+        task: Task,
+        *,
+        key: PRNGKeyArray,
+    ) -> PyTree:
+        """Hook at the end of each task (default: return `state` unchanged)."""
+        del task_index, x, y, task, key
+        return state
+
+    @abc.abstractmethod
+    def eval_model(self, state: PyTree, task_index: Int[Array, ""]) -> Callable[[Any], Array]:
+        """The model (a callable on one example) evaluated on task `task_index`."""
+
+
+_REGISTRY: dict[str, Callable[[Any], AbstractLearner]] = {}
+
+
+def register_learner(name: str) -> Callable[[Callable], Callable]:
+    """Register `builder(config) -> AbstractLearner` under `name` (used as a decorator).
+
+    After registration `nte.continual.Config(learner=name)` and `--learner name` build the
+    learner with `builder(config)`.
+
+    **Arguments:**
+
+    - `name`: the learner's name; must not be registered already.
+
+    **Returns:**
+
+    A decorator that registers and returns the builder unchanged.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
+
+    def decorator(builder: Callable) -> Callable:
+        if name in _REGISTRY and _REGISTRY[name] is not builder:
+            raise ValueError(f"`name` {name!r} is already a registered learner.")
+        _REGISTRY[name] = builder
+        return builder
+
+    return decorator
+
+
+def available_learners() -> tuple[str, ...]:
+    """The names accepted by `Config.learner`, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def make_learner(config: Any) -> AbstractLearner:
+    """Build the learner named by `config.learner` from the hyperparameters in `config`.
+
+    **Arguments:**
+
+    - `config`: a [`nte.continual.Config`][] (anything with a `learner` attribute and the
+      hyperparameters its builder reads).
+
+    **Returns:**
+
+    An [`nte.continual.AbstractLearner`][].
+    """
+    name = getattr(config, "learner", None)
+    if name not in _REGISTRY:
+        raise ValueError(f"`learner` must be one of {available_learners()}, got {name!r}.")
+    return _REGISTRY[name](config)
