@@ -174,6 +174,14 @@ def _plots(out, results):
         os.replace(tmp, os.path.join(out, fname))
 
 
+def _write_json(args, steps_per_task, results):
+    payload = {"args": vars(args), "steps_per_task": steps_per_task, "learners": results}
+    fd, tmp = tempfile.mkstemp(dir=args.out, suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=1)
+    os.replace(tmp, os.path.join(args.out, "metrics.json"))
+
+
 def main():
     args = _args()
     os.makedirs(args.out, exist_ok=True)
@@ -193,12 +201,8 @@ def main():
             f"{summary['sparsity'][-1]:8.3f}",
             flush=True,
         )
+        _write_json(args, steps_per_task, results)  # after every learner: partial results
     print(REFERENCE)
-    payload = {"args": vars(args), "steps_per_task": steps_per_task, "learners": results}
-    fd, tmp = tempfile.mkstemp(dir=args.out, suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=1)
-    os.replace(tmp, os.path.join(args.out, "metrics.json"))
     _plots(args.out, results)
     print(f"wrote {args.out}/metrics.json and PNGs")
 
