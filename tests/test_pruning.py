@@ -265,6 +265,14 @@ def test_magnitude_one_shot_prunes_smallest(getkey):
     np.testing.assert_array_equal(flat, np.where(np.abs(flat0) > threshold, flat0, 0))
 
 
+def test_magnitude_inject_hyperparams(getkey):
+    params0, _ = _mlp_params(getkey(), use_bias=False)
+    opt = optax.inject_hyperparams(nte.pruning.magnitude)(optax.sgd(0.01), target_sparsity=0.5)
+    params, state, _ = _run(opt, params0, 2)
+    n = sum(p.size for p in jtu.tree_leaves(params0))
+    assert float(nte.pruning.sparsity(params)[1]) == pytest.approx(round(0.5 * n) / n, abs=1e-7)
+
+
 def test_polynomial_sparsity_closed_form():
     for t in [0, 5, 10, 17, 30, 40]:
         s = nte.pruning.polynomial_sparsity(

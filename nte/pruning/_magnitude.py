@@ -91,9 +91,9 @@ def magnitude(
     target_sparsity: RealScalar,
     *,
     initial_sparsity: RealScalar = 0.0,
-    begin_step: int = 0,
-    end_step: int | None = None,
-    frequency: int = 1,
+    begin_step: int | Int[Array, ""] = 0,
+    end_step: int | Int[Array, ""] | None = None,
+    frequency: int | Int[Array, ""] = 1,
     scope: str = "global",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Magnitude pruning around any optax transformation, one-shot or gradual.
@@ -141,7 +141,7 @@ def magnitude(
     check_step(frequency, "frequency", minimum=1)
     if end_step is not None:
         check_step(end_step, "end_step", minimum=0)
-        if not isinstance(begin_step, jax.Array) and end_step < begin_step:
+        if isinstance(begin_step, int) and isinstance(end_step, int) and end_step < begin_step:
             raise ValueError(f"`end_step` must be >= `begin_step`, got {end_step!r}.")
     check_choice(scope, SCOPES, "scope")
     if not isinstance(inner, optax.GradientTransformation):
