@@ -63,6 +63,7 @@ def _atomic_write(path, write):
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=os.path.splitext(path)[1])
     os.close(fd)
     write(tmp)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 

@@ -171,6 +171,7 @@ def _plots(out, results):
         fd, tmp = tempfile.mkstemp(dir=out, suffix=".png")
         os.close(fd)
         fig.savefig(tmp, dpi=110)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, os.path.join(out, fname))
 
 
@@ -179,6 +180,7 @@ def _write_json(args, steps_per_task, results):
     fd, tmp = tempfile.mkstemp(dir=args.out, suffix=".json")
     with os.fdopen(fd, "w") as fh:
         json.dump(payload, fh, indent=1)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, os.path.join(args.out, "metrics.json"))
 
 
