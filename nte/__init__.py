@@ -49,4 +49,8 @@ from ._scaled_sgd import (
 # --- harness ---
 from . import continual as continual
 
+# isort: split
+# --- pruning ---
+from . import pruning as pruning
+
 __version__ = "0.1.0"

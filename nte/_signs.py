@@ -24,7 +24,8 @@ def sign_violations(params: PyTree, signs: PyTree) -> Int[Array, ""]:
 
     A parameter that is exactly zero is never a violation (a pruned expert keeps its sign);
     every non-zero parameter must have `sign(p) == s`. A parameter whose fixed sign is 0 (a dead
-    expert) violates the constraint as soon as it becomes non-zero.
+    expert) violates the constraint as soon as it becomes non-zero. A `None` leaf of `signs`
+    where `params` has an array leaves that array unconstrained (see [`nte.nn.dale_signs`][]).
 
     **Arguments:**
 
@@ -40,5 +41,6 @@ def sign_violations(params: PyTree, signs: PyTree) -> Int[Array, ""]:
     counts = [
         jnp.sum((p != 0) & (jnp.sign(p).astype(jnp.int8) != s.astype(jnp.int8)))
         for p, s in zip(p_leaves, s_leaves)
+        if s is not None
     ]
     return jnp.asarray(sum(counts, jnp.int32(0)), dtype=jnp.int32)

@@ -17,6 +17,11 @@ from ._learner import (
 from ._learners._adam import adam as adam
 from ._learners._nte import NTELearner as NTELearner, NTEState as NTEState, nte as nte
 from ._learners._optax import OptaxLearner as OptaxLearner, OptaxState as OptaxState
+from ._learners._pruning import (
+    PruneOnlyLearner as PruneOnlyLearner,
+    magnitude_sgd as magnitude_sgd,
+    prune_only as prune_only,
+)
 from ._learners._scaled_sgd import (
     ScaledSGDLearner as ScaledSGDLearner,
     ScaledSGDState as ScaledSGDState,

@@ -2,3 +2,7 @@
 
 from ._cnn import CNN as CNN
 from ._mlp import MLP as MLP
+
+# isort: split
+# --- pruning ---
+from ._dale import dale_mlp as dale_mlp, dale_signs as dale_signs
