@@ -13,4 +13,16 @@ from ._split import merge as merge, split as split
 # isort: split
 from . import data as data
 
+# isort: split
+# --- posterior ---
+from ._likelihood import (
+    ExpertLogLikelihoods as ExpertLogLikelihoods,
+    expert_log_likelihoods as expert_log_likelihoods,
+)
+from ._posterior import ScaleByNTEState as ScaleByNTEState, nte as nte, scale_by_nte as scale_by_nte
+from ._scaled_sgd import (
+    ScaleByScaledSGDState as ScaleByScaledSGDState,
+    scale_by_scaled_sgd as scale_by_scaled_sgd,
+)
+
 __version__ = "0.1.0"
