@@ -22,7 +22,7 @@ from jax import lax
 
 from .._split import merge
 from ..nn import MLP
-from . import _checkpoint as ckpt
+from . import _checkpoint as ckpt, _parallel as parallel
 from ._config import Config
 from ._learner import AbstractLearner, Task, make_learner, predict
 from ._metrics import Metrics, metrics
@@ -128,12 +128,15 @@ class _Programs:
         self.n_tasks = tasks.n_tasks
         self.cache: dict[Any, Callable] = {}
         self.compile_time = 0.0
+        self.par = parallel.DataParallel(config)  # the device mesh (see _parallel.py)
 
     def _compiled(self, name: str, fn: Callable, *args, **static) -> Callable:
         key = (name, tuple(sorted(static.items())))
         if key not in self.cache:
             t0 = time.perf_counter()
-            self.cache[key] = jax.jit(fn, static_argnames=tuple(static)).lower(*args, **static)
+            self.cache[key] = self.par.lower(
+                name, fn, *args, static_argnames=tuple(static), **static
+            )
             self.cache[key] = self.cache[key].compile()
             self.compile_time += time.perf_counter() - t0
         return self.cache[key]
@@ -165,7 +168,7 @@ class _Programs:
             def body(i, carry):
                 a, total = carry
                 pos = lax.dynamic_slice(order, ((start + i) * bsz,), (bsz,))
-                x, y = task_batch(dev, t, dev["train_index"][t][pos])
+                x, y = parallel.shard_batch(task_batch(dev, t, dev["train_index"][t][pos]))
                 state, aux = learner.step(self._state(a), x, y, task)
                 return eqx.filter(state, eqx.is_array), total + aux["loss"]
 
@@ -173,7 +176,7 @@ class _Programs:
             arr, total = lax.fori_loop(0, length, body, (arr, jnp.zeros((), jnp.float32)))
             return arr, total / length
 
-        return jax.vmap(one_seed)(arrays, keys)
+        return parallel.vmap_seeds(one_seed)(arrays, keys)
 
     def _end_task(self, arrays, dev, keys, t):
         n = self.config.end_task_examples
@@ -186,7 +189,7 @@ class _Programs:
             state = self.learner.end_task(self._state(arr), t, x, y, task, key=jr.fold_in(key, 1))
             return eqx.filter(state, eqx.is_array)
 
-        return jax.vmap(one_seed)(arrays, keys)
+        return parallel.vmap_seeds(one_seed)(arrays, keys)
 
     def _evaluate(self, arrays, dev):
         maxn = dev["test_index"].shape[1]
@@ -204,7 +207,7 @@ class _Programs:
 
             return lax.map(one_task, jnp.arange(self.n_tasks, dtype=jnp.int32))
 
-        return jax.vmap(one_seed)(arrays)
+        return parallel.vmap_seeds(one_seed)(arrays)
 
 
 def _init_states(config: Config, tasks: Tasks, learner: AbstractLearner, keys: jax.Array):
@@ -308,10 +311,12 @@ def run(config: Config, *, dataset: Any = None) -> Result:
     }
     folder = Path(config.out) / "checkpoint" if config.out is not None else None
     if folder is not None:
-        ckpt.check_config(folder, config.identity())
+        if prog.par.is_main:
+            ckpt.check_config(folder, config.identity())
         loaded = ckpt.load(folder, ck)
         if loaded is not None:
             ck = {k: (v if k == "state" else np.asarray(v)) for k, v in loaded.items()}
+    ck["state"], keys, dev = prog.par.place(ck["state"], keys, dev)
     times = {"train": 0.0, "eval": 0.0}
     done0 = int(ck["done_steps"])
 
@@ -326,7 +331,9 @@ def run(config: Config, *, dataset: Any = None) -> Result:
             return
         t, s = (int(v) for v in ck["position"])
         summary = {"task": t, "step_in_task": s, "done_steps": int(ck["done_steps"])}
-        ckpt.save(folder, ck, summary)
+        state = prog.par.host(ck["state"])  # gathered from every process
+        if prog.par.is_main:
+            ckpt.save(folder, {**ck, "state": state}, summary)
 
     if int(ck["position"][0]) == 0 and int(ck["position"][1]) == 0:
         ck["baseline"] = np.asarray(timed("eval", prog.evaluate, ck["state"], dev))
@@ -386,7 +393,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
         eval_time=times["eval"],
         compile_time=prog.compile_time,
         steps_per_second=(int(ck["done_steps"]) - done0) / max(times["train"], 1e-12),
-        state=merge(ck["state"], static),
+        state=merge(prog.par.host(ck["state"]), static),
     )
 
 
