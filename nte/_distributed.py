@@ -232,6 +232,8 @@ def put(tree: PyTree, sharding: NamedSharding) -> PyTree:
     def one(leaf):
         if not isinstance(leaf, (jax.Array, np.ndarray)):
             return leaf
+        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+            return leaf  # already in place
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             impl = jax.random.key_impl(leaf)
             data = one(np.asarray(jax.random.key_data(leaf)))

@@ -23,7 +23,8 @@ from jaxtyping import PyTree
 from .. import _distributed as dist
 
 # Output shardings of the harness's programs (by name): `S` split over seeds, `R` replicated.
-_OUT = {"train": ("S", "R"), "end_task": "S", "evaluate": "R"}
+_OUT = {"init": "S", "train": ("S", "R"), "end_task": "S", "evaluate": "R"}
+SEED_AXIS = dist.SEED_AXIS
 
 
 class DataParallel:
@@ -37,6 +38,10 @@ class DataParallel:
         self.replicated = dist.named(self.mesh)
         self.is_main = dist.is_main_process()
 
+    def place_seeds(self, tree: PyTree) -> PyTree:
+        """Split `[seeds, ...]` arrays over the `"seed"` mesh axis."""
+        return dist.put(tree, self.seeds)
+
     def place(self, state: PyTree, keys: PyTree, data: PyTree) -> tuple[PyTree, PyTree, PyTree]:
         """Put the stacked states and keys (split over seeds) and the task data (replicated)."""
         put = dist.put
@@ -44,11 +49,11 @@ class DataParallel:
 
     def lower(self, name: str, fn: Callable, *args: Any, static_argnames=(), **static: Any):
         """`jax.jit(fn).lower(*args)` under the mesh, with the output shardings of `name`."""
-        out = _OUT[name]
         pick = {"S": self.seeds, "R": self.replicated}
-        out = tuple(pick[o] for o in out) if isinstance(out, tuple) else pick[out]
+        out = _OUT.get(name)  # an unknown program: let XLA choose its output shardings
+        kw = {} if out is None else {"out_shardings": jax.tree_util.tree_map(pick.get, out)}
         with jax.set_mesh(self.mesh):
-            jitted = jax.jit(fn, static_argnames=static_argnames, out_shardings=out)
+            jitted = jax.jit(fn, static_argnames=static_argnames, **kw)
             return jitted.lower(*args, **static)
 
     def host(self, tree: PyTree) -> PyTree:
@@ -56,9 +61,5 @@ class DataParallel:
         return dist.to_host(tree)
 
 
-def vmap_seeds(fn: Callable) -> Callable:
-    """`jax.vmap` over the leading seed axis, split over the `"seed"` mesh axis."""
-    return jax.vmap(fn, spmd_axis_name=dist.SEED_AXIS)
-
-
 shard_batch = dist.shard_batch
+is_main = dist.is_main_process
