@@ -175,7 +175,8 @@ def initialize_distributed(
 
     **Arguments:**
 
-    - `coordinator`: `"host:port"` of process 0's coordinator service.
+    - `coordinator`: `"host:port"` of process 0's coordinator service, or `"auto"` to let JAX
+      detect a cluster (SLURM, Open MPI, Cloud TPU, ...) and read everything from it.
     - `num_processes`: the number of processes.
     - `process_id`: this process's index in `[0, num_processes)`.
     - `bind_address`: the address the coordinator (process 0) binds, e.g. `"127.0.0.1:1234"`
@@ -183,16 +184,18 @@ def initialize_distributed(
     - `timeout`: seconds to wait for every process to join.
 
     When all three of `coordinator`, `num_processes`, `process_id` are `None`, the runtime is
-    started only if JAX's own environment variables ask for it (`JAX_COORDINATOR_ADDRESS`,
-    `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`) or a cluster (SLURM, Open MPI, ...) is detected by
-    setting `JAX_COORDINATOR_ADDRESS`; otherwise this is a no-op (a single process).
+    started only if the environment variable `JAX_COORDINATOR_ADDRESS` is set (JAX then reads
+    `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` too); otherwise this is a no-op (one process).
+    Call it before anything else touches a device.
 
     **Returns:**
 
     `True` if the distributed runtime was initialized.
     """
     given = (coordinator, num_processes, process_id)
-    if all(v is None for v in given):
+    if coordinator == "auto":
+        coordinator = None  # jax.distributed.initialize() detects the cluster
+    elif all(v is None for v in given):
         if "JAX_COORDINATOR_ADDRESS" not in os.environ:
             return False
     elif any(v is None for v in given):
