@@ -90,6 +90,7 @@ def _fmt(stat: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = vars(parser().parse_args(argv))
     write = _scale.setup(args)  # jax.distributed if asked; only process 0 writes
+    args["progress"] = args["progress"] and write
     learners = [name.strip() for name in args.pop("learner").split(",") if name.strip()]
     out = Path(args.pop("out"))
     t0 = time.perf_counter()

@@ -154,7 +154,9 @@ def dist(process_id: int, port: int, out: str) -> None:
     assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
     data = _dataset()
     results = {"process": jax.process_index(), "main": nte.is_main_process()}
-    results["sgd"] = _run("sgd", data, mesh="data=4", seeds=2)  # the batch across processes
+    # the batch split across processes; each process names its own `out`: only process 0 writes
+    folder = str(Path(out).parent / f"out{process_id}")
+    results["sgd"] = _run("sgd", data, mesh="data=4", seeds=2, out=folder)
     results["nte"] = _run("nte", data, mesh="seed=2,data=2", seeds=2)  # seeds across them
     Path(out).write_text(json.dumps(results))
 

@@ -136,6 +136,8 @@ def test_two_processes_agree(tmp_path, sgd_runs, nte_runs):
     results = [json.loads(o.read_text()) for o in outs]
     assert [r["process"] for r in results] == [0, 1]
     assert [r["main"] for r in results] == [True, False]
+    assert (tmp_path / "out0" / "checkpoint" / "state.eqx").is_file()
+    assert not (tmp_path / "out1").exists()  # process 1 wrote nothing
     for learner, reference in (("sgd", sgd_runs["1"]), ("nte", nte_runs["1"])):
         a, b = results[0][learner], results[1][learner]
         assert a["R"] == b["R"] and a["params"] == b["params"]  # both processes agree exactly

@@ -3,8 +3,10 @@
     python -m experiments.benchmarks.scaling                 # forced CPU devices 1, 2, 4
     python -m experiments.benchmarks.scaling --gpu           # on the local GPU(s)
 
-One training step of each learner (`nte.continual.sgd`, `nte.continual.nte`) on a batch of a
-784-width-width-10 MLP, compiled with `jax.jit` under a `("seed", "data")` mesh: the batch is
+One training step of each learner on a batch of a 784-width-width-10 MLP: `sgd`
+(`nte.continual.sgd`), `nte` (`nte.continual.nte` with its default memory-saving
+`method="auto"`) and `nte_vmap` (`method="vmap"`, which materializes the batch × parameters
+per-example gradients), compiled with `jax.jit` under a `("seed", "data")` mesh: the batch is
 split over `data` devices ([`nte.shard_batch`][]), the state is replicated, the NTE
 log-likelihood sums are computed per device and `psum`med. Each configuration runs in a fresh
 subprocess (forced CPU devices must be set before JAX starts). Reported per configuration:
@@ -12,8 +14,9 @@ subprocess (forced CPU devices must be set before JAX starts). Reported per conf
 - `steps/s`: steps per second (median of `--repeats` timings of `--steps` steps);
 - `XLA MiB/dev`: the per-device memory of the compiled step from XLA's `memory_analysis()`
   (arguments + outputs + temporaries − aliased), i.e. the peak the program needs on one device;
-- `temp MiB/dev`: the temporaries alone (where the per-example work lives: it shrinks with the
-  device count, while the replicated parameters do not);
+- `temp MiB/dev`: the temporaries alone (the per-example work: it shrinks with the device
+  count where it is proportional to the batch, as for `nte_vmap`; `nte`'s chunks are already
+  bounded independently of the batch, and the replicated parameters do not shrink);
 - `peak MiB/dev`: the device allocator's peak (`memory_stats()`, GPU/TPU only).
 
 Forced CPU devices share the host's cores, so on CPU the steps/s column measures overhead, not
@@ -42,8 +45,11 @@ def _step_program(learner_name: str, width: int, batch: int, devices: int | None
     from nte.continual import Task
 
     mesh = nte.make_mesh(devices=devices)
-    learner = {"sgd": lambda: nte.continual.sgd(0.01), "nte": lambda: nte.continual.nte(0.01)}
-    learner = learner[learner_name]()
+    learner = {
+        "sgd": lambda: nte.continual.sgd(0.01),
+        "nte": lambda: nte.continual.nte(0.01),  # method="auto": series / chunks
+        "nte_vmap": lambda: nte.continual.nte(0.01, method="vmap"),  # B×N per-example grads
+    }[learner_name]()
     k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
     model = nte.nn.MLP(784, width, 2, 10, key=k1)
     arrays, static = eqx.partition(learner.init(model, key=k2), eqx.is_array)
@@ -157,7 +163,7 @@ def _largest_width(learner: str, args) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--learners", default="sgd,nte")
+    p.add_argument("--learners", default="sgd,nte,nte_vmap")
     p.add_argument("--devices", default="1,2,4", help="forced CPU device counts")
     p.add_argument("--width", type=int, default=1000)
     p.add_argument("--batch", type=int, default=128)
