@@ -235,8 +235,10 @@ def put(tree: PyTree, sharding: NamedSharding) -> PyTree:
     def one(leaf):
         if not isinstance(leaf, (jax.Array, np.ndarray)):
             return leaf
-        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+        if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
             return leaf  # already in place
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return jax.device_put(leaf, sharding)  # a global array: reshard it
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             impl = jax.random.key_impl(leaf)
             data = one(np.asarray(jax.random.key_data(leaf)))
