@@ -195,11 +195,15 @@ def expert_log_likelihoods(
       g_{b,kj} = δ_{b,k} a_{b,j}, so Σ_b log(1 − u_b) = −Σ_m (βs)^m/m ⊙ (D^{∘m})ᵀ A^{∘m}: one
       matmul per order, memory O(B·width). `series_terms` orders (default: added until the
       truncation bound U^M/((M+1)(1−U)) is below the dtype's epsilon, at most 64), where
-      U = β max_b ‖δ_b‖∞‖a_b‖∞ ≥ |β s g|. Layers with U ≥ 1 (the series diverges; pruned or
-      invalid experts are possible), biases of those layers aside, fall back to `"chunked"`
-      (decided at run time with `lax.cond`); biases use their exact per-example gradient δ_b;
-      every other leaf uses `"chunked"`. Accurate when U is small; with U close to 1 and a fixed
-      `series_terms` it is not.
+      U = β max_b ‖δ_b‖∞‖a_b‖∞ ≥ |β s g|. A layer's weight falls back to `"chunked"` (decided
+      at run time with `lax.cond`) where U ≥ 1 (the series diverges; pruned or invalid experts
+      are possible) or, with adaptive orders, where 64 orders cannot reach the dtype's epsilon
+      (U ≳ 0.75 in float32). Biases use their exact per-example gradient δ_b; every other leaf
+      uses `"chunked"`. Powers are taken of per-example rescaled factors (all ≤ 1 in magnitude),
+      so they never overflow. Accurate when U is small; with U close to 1 and a small fixed
+      `series_terms` it is not (the truncation error is about U^M/((M+1)(1−U)) relative).
+      Note: the compiled fallback branch reserves the chunked pass's buffers, so XLA's peak
+      memory of `"series"` includes one chunk of per-example gradients.
     - `"auto"`: like `"series"` but only where U ≤ 0.5 with adaptive orders (float precision,
       at most ~20 orders in float32), `"chunked"` elsewhere.
 
@@ -278,12 +282,30 @@ def _compute(loss_fn, model, x, y, signs, hyper, filter_spec, *, method, chunk, 
 
 
 def _finish(run, beta, eta, invalid) -> ExpertLogLikelihoods:
-    stats = run(beta)
-    beta_used = jnp.asarray(beta, stats.max_u.dtype)
-    sums = stats.sums
-    if invalid == "cap":
-        beta_used = capped_beta(beta, stats.max_u)
-        sums = jax.lax.cond(stats.max_u > 1, lambda: run(beta_used).sums, lambda: stats.sums)
-    num_invalid = count(stats.bad)
+    """Run the pass at β; under `invalid="cap"` run it again at the capped β if some
+    β s g > 1. A `while_loop` of at most two iterations traces (and compiles) the pass once."""
+    if invalid != "cap":
+        stats = run(beta)
+        beta_used = jnp.asarray(beta, stats.max_u.dtype)
+        return _result(stats.sums, count(stats.bad), beta_used, eta, invalid)
+    shapes = jax.eval_shape(run, beta)
+    zeros = jtu.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+    beta0 = jnp.asarray(beta, shapes.max_u.dtype)
+
+    def cond(carry):
+        i, _, _, first = carry
+        return (i == 0) | ((i == 1) & (first.max_u > 1))
+
+    def body(carry):
+        i, beta_cur, _, first = carry
+        stats = run(beta_cur)
+        first = jtu.tree_map(lambda f, n: jnp.where(i == 0, n, f), first, stats)
+        return i + 1, capped_beta(beta0, first.max_u).astype(beta0.dtype), stats, first
+
+    _, beta_used, stats, first = jax.lax.while_loop(cond, body, (0, beta0, zeros, zeros))
+    return _result(stats.sums, count(first.bad), beta_used, eta, invalid)
+
+
+def _result(sums, num_invalid, beta_used, eta, invalid) -> ExpertLogLikelihoods:
     loglik = jtu.tree_map(lambda t: (jnp.asarray(eta, t.dtype) * t).astype(t.dtype), sums)
     return ExpertLogLikelihoods(maybe_raise(loglik, num_invalid, invalid), num_invalid, beta_used)
