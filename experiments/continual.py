@@ -8,6 +8,10 @@ takes a comma-separated list and runs each learner into `OUT/<learner>/` with `c
 `metrics.json` (R, ACC, BWT, FWT, forgetting, wall time, steps/s), `accuracy_matrix.png` and
 `per_task_accuracy.png`; `OUT/summary.json` and `OUT/comparison.png` compare them. Rerunning the
 same command resumes an interrupted run from its checkpoints.
+
+`--devices N` / `--mesh seed=2,data=2` choose the devices (default: all); on several hosts run the
+same command on each with `--coordinator HOST:PORT --num-processes N --process-id I` (see
+docs/scale.md). Only process 0 writes files.
 """
 
 import argparse
@@ -20,7 +24,7 @@ from pathlib import Path
 
 from nte import continual
 
-from . import _plots
+from . import _plots, _scale
 
 # The no-flag demo: permuted digits, NTE vs SGD, 3 seeds, 3 epochs per task (< 2 min on 2 cores).
 DEFAULTS = {
@@ -56,16 +60,20 @@ def parser() -> argparse.ArgumentParser:
         default = DEFAULTS.get(f.name, f.default if f.default is not dataclasses.MISSING else {})
         kw = _flag_type(f) if f.name not in ("learner", "out") else {"type": str}
         p.add_argument("--" + f.name.replace("_", "-"), default=default, **kw)
+    _scale.add_flags(p)
     return p
 
 
-def run_one(config: continual.Config) -> dict:
+def run_one(config: continual.Config, write: bool = True) -> dict:
     """Run one config, write its folder (config, metrics, plots) and return its summary."""
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    continual._run.write_json(out / "config.json", config.to_dict())
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        continual._run.write_json(out / "config.json", config.to_dict())
     result = continual.run(config)
     summary = result.summary()
+    if not write:
+        return {"summary": summary, "R": result.R, "finished": result.finished}
     continual._run.write_json(out / "metrics.json", summary)
     if result.finished:
         title = f"{config.learner} on {config.scenario}-{config.dataset}"
@@ -81,13 +89,15 @@ def _fmt(stat: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = vars(parser().parse_args(argv))
+    write = _scale.setup(args)  # jax.distributed if asked; only process 0 writes
+    args["progress"] = args["progress"] and write
     learners = [name.strip() for name in args.pop("learner").split(",") if name.strip()]
     out = Path(args.pop("out"))
     t0 = time.perf_counter()
     results = {}
     for name in learners:
         config = continual.Config(learner=name, out=str(out / name), **args)
-        results[name] = run_one(config)
+        results[name] = run_one(config, write)
     rows = [f"{'learner':<12} {'ACC':>15} {'BWT':>15} {'FWT':>15} {'steps/s':>9} {'time':>7}"]
     for name, r in results.items():
         s = r["summary"]
@@ -95,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{name:<12} {_fmt(s['ACC']):>15} {_fmt(s['BWT']):>15} {_fmt(s['FWT']):>15} "
             f"{s['steps_per_second']:>9.0f} {s['wall_time_s']:>6.1f}s"
         )
+    if not write:
+        return {n: r["summary"] for n, r in results.items()}
     print("\n".join(rows))
     finished = {n: r["R"] for n, r in results.items() if r["finished"]}
     if finished:

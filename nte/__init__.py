@@ -53,4 +53,13 @@ from . import continual as continual
 # --- pruning ---
 from . import pruning as pruning
 
+# --- scale ---
+from ._distributed import (
+    initialize_distributed as initialize_distributed,
+    is_main_process as is_main_process,
+    make_mesh as make_mesh,
+    shard_batch as shard_batch,
+)
+from ._sharded_likelihood import sharded_expert_log_likelihoods as sharded_expert_log_likelihoods
+
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@ import dataclasses
 import json
 from typing import Any
 
+from .._distributed import parse_mesh
 from .._errors import check_choice
 
 SCENARIOS = ("permuted", "task", "domain", "class")
@@ -54,6 +55,11 @@ class Config:
     folder; checkpoints go to `out/checkpoint/`; `None`: no checkpoints), `end_task_examples`
     (training examples handed to a learner's `end_task`), `progress` (tqdm bars).
 
+    **Devices** (see [Running at scale](../scale.md)): `devices` (how many devices; `None`:
+    all), `mesh` (`"data=4"`, `"seed=2,data=2"`: batches are split over `data`, seeds over
+    `seed`; `None`: every device on `data`). `batch_size` must be divisible by the data axis and
+    `seeds` by the seed axis. Results agree across device counts up to float32 reduction order.
+
     **Debugging:** `stop_after_steps`: checkpoint and stop once this many training steps (over
     all tasks) are done, as if the run had been killed there (rerun with it unset to resume).
     """
@@ -87,6 +93,8 @@ class Config:
     out: str | None = None
     progress: bool = True
     stop_after_steps: int | None = None
+    devices: int | None = None
+    mesh: str | None = None
 
     def __post_init__(self):
         for name in ("dataset", "source", "learner"):
@@ -109,6 +117,9 @@ class Config:
         _int(self.end_task_examples, "end_task_examples", 1)
         if self.stop_after_steps is not None:
             _int(self.stop_after_steps, "stop_after_steps", 1)
+        if self.devices is not None:
+            _int(self.devices, "devices", 1)
+        parse_mesh(self.mesh)  # raises a ValueError naming `mesh`
         _float(self.lr, "lr")
         _float(self.beta, "beta")
         _float(self.eta, "eta")
@@ -137,8 +148,9 @@ class Config:
         return cls(**d)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine the results (not `out`, `progress`, `stop_after_steps`)."""
+        """The fields that determine the results (not `out`, `progress`, `stop_after_steps`,
+        `devices`, `mesh`)."""
         d = self.to_dict()
-        for name in ("out", "progress", "stop_after_steps"):
+        for name in ("out", "progress", "stop_after_steps", "devices", "mesh"):
             d.pop(name)
         return d

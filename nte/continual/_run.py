@@ -22,7 +22,7 @@ from jax import lax
 
 from .._split import merge
 from ..nn import MLP
-from . import _checkpoint as ckpt
+from . import _checkpoint as ckpt, _parallel as parallel
 from ._config import Config
 from ._learner import AbstractLearner, Task, make_learner, predict
 from ._metrics import Metrics, metrics
@@ -131,12 +131,15 @@ class _Programs:
         self.use_vmap = type(learner).vmap_seeds if mode == "auto" else mode == "vmap"
         self.cache: dict[Any, Callable] = {}
         self.compile_time = 0.0
+        self.par = parallel.DataParallel(config)  # the device mesh (see _parallel.py)
 
     def _compiled(self, name: str, fn: Callable, *args, **static) -> Callable:
         key = (name, tuple(sorted(static.items())))
         if key not in self.cache:
             t0 = time.perf_counter()
-            self.cache[key] = jax.jit(fn, static_argnames=tuple(static)).lower(*args, **static)
+            self.cache[key] = self.par.lower(
+                name, fn, *args, static_argnames=tuple(static), **static
+            )
             self.cache[key] = self.cache[key].compile()
             self.compile_time += time.perf_counter() - t0
         return self.cache[key]
@@ -195,7 +198,7 @@ class _Programs:
             def body(i, carry):
                 a, total = carry
                 pos = lax.dynamic_slice(order, ((start + i) * bsz,), (bsz,))
-                x, y = task_batch(dev, t, dev["train_index"][t][pos])
+                x, y = parallel.shard_batch(task_batch(dev, t, dev["train_index"][t][pos]))
                 state, aux = learner.step(self._state(a), x, y, task)
                 return eqx.filter(state, eqx.is_array), total + aux["loss"]
 
@@ -245,7 +248,9 @@ def _over_seeds(fn: Callable, *args, use_vmap: bool = True):
     """
     n = jax.tree_util.tree_leaves(args)[0].shape[0]
     if n > 1:
-        return jax.vmap(fn)(*args) if use_vmap else lax.map(lambda a: fn(*a), args)
+        if use_vmap:  # the seed axis is split over the "seed" mesh axis
+            return jax.vmap(fn, spmd_axis_name=parallel.SEED_AXIS)(*args)
+        return lax.map(lambda a: fn(*a), args)
     out = fn(*jax.tree_util.tree_map(lambda v: v[0], args))
     return jax.tree_util.tree_map(lambda v: v[None], out)
 
@@ -260,7 +265,8 @@ def _programs(config: Config, tasks: Tasks) -> _Programs:
     for name in ("seed", "task_seed", "eval_every", "checkpoint_every"):
         fields.pop(name)  # these change arguments, not programs
     arrays = {n: np.shape(getattr(tasks, n)) for n in ("x_train", "x_test", "train_index")}
-    key = json.dumps([fields, arrays, tasks.test_index.shape], sort_keys=True, default=str)
+    devices = (config.devices, config.mesh)
+    key = json.dumps([fields, arrays, tasks.test_index.shape, devices], sort_keys=True, default=str)
     if key not in _CACHE:
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
@@ -330,7 +336,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
     t_start = time.perf_counter()
     tasks = load_tasks(config, dataset)
     folder = Path(config.out) / "checkpoint" if config.out is not None else None
-    if folder is not None:
+    if folder is not None and parallel.is_main():  # only process 0 writes
         ckpt.check_config(folder, config.identity())
     prog = _programs(config, tasks)
     compile0 = prog.compile_time
@@ -339,7 +345,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
     n_steps = [config.epochs * k for k in spe]
     n_hist = sum(n // config.eval_every for n in n_steps) if config.eval_every else 0
     seeds = jnp.arange(config.seed, config.seed + S)
-    keys = jax.vmap(lambda s: jr.split(jr.key(s), 4))(seeds)
+    keys = prog.par.place_seeds(jax.vmap(lambda s: jr.split(jr.key(s), 4))(seeds))
     arrays = prog.init(keys)
     dev = _device_tasks(tasks)
 
@@ -357,6 +363,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
         loaded = ckpt.load(folder, ck)
         if loaded is not None:
             ck = {k: (v if k == "state" else np.asarray(v)) for k, v in loaded.items()}
+    ck["state"], keys, dev = prog.par.place(ck["state"], keys, dev)
     times = {"train": 0.0, "eval": 0.0}
     done0 = int(ck["done_steps"])
 
@@ -371,7 +378,9 @@ def run(config: Config, *, dataset: Any = None) -> Result:
             return
         t, s = (int(v) for v in ck["position"])
         summary = {"task": t, "step_in_task": s, "done_steps": int(ck["done_steps"])}
-        ckpt.save(folder, ck, summary)
+        state = prog.par.host(ck["state"])  # gathered from every process
+        if prog.par.is_main:
+            ckpt.save(folder, {**ck, "state": state}, summary)
 
     if int(ck["position"][0]) == 0 and int(ck["position"][1]) == 0:
         ck["baseline"] = np.asarray(timed("eval", prog.evaluate, ck["state"], dev))
@@ -431,7 +440,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
         eval_time=times["eval"],
         compile_time=prog.compile_time - compile0,
         steps_per_second=(int(ck["done_steps"]) - done0) / max(times["train"], 1e-12),
-        state=merge(ck["state"], prog.static),
+        state=merge(prog.par.host(ck["state"]), prog.static),
     )
 
 

@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 import nte as _root  # the optimizer and likelihoods live in the top-level package
 
 from ..._errors import check_choice, check_positive
+from ..._sharded_likelihood import sharded_expert_log_likelihoods
 from ..._split import merge, split
 from .._learner import AbstractLearner, Task, batch_targets, cross_entropy, register_learner
 
@@ -66,7 +67,7 @@ class NTELearner(AbstractLearner):
     ) -> tuple[NTEState, dict[str, Array]]:
         params, static = split(state.model)
         targets = batch_targets(y, task)
-        loglik = _root.expert_log_likelihoods(
+        loglik = sharded_expert_log_likelihoods(  # per-device sums + psum under a data mesh
             cross_entropy,
             state.model,
             x,
