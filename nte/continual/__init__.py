@@ -18,3 +18,18 @@ from ._learners._nte import NTELearner as NTELearner, NTEState as NTEState, nte 
 from ._learners._optax import OptaxLearner as OptaxLearner, OptaxState as OptaxState
 from ._learners._scaled_sgd import scaled_sgd as scaled_sgd
 from ._learners._sgd import sgd as sgd
+
+# --- baselines ---
+# isort: split
+from ._fisher import ewc_penalty as ewc_penalty, fisher_diagonal as fisher_diagonal
+from ._learners._ewc import (
+    EWCLearner as EWCLearner,
+    EWCState as EWCState,
+    ewc as ewc,
+    online_ewc as online_ewc,
+)
+from ._learners._hypernetwork import (
+    HypernetworkLearner as HypernetworkLearner,
+    HypernetworkState as HypernetworkState,
+    hypernetwork as hypernetwork,
+)
