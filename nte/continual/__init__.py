@@ -4,6 +4,7 @@ See the documentation of [`nte.continual.AbstractLearner`][] for the learner int
 """
 
 from . import _learners as _learners  # registers the built-in learners
+from ._config import Config as Config
 from ._learner import (
     AbstractLearner as AbstractLearner,
     Task as Task,
@@ -18,6 +19,9 @@ from ._learners._nte import NTELearner as NTELearner, NTEState as NTEState, nte 
 from ._learners._optax import OptaxLearner as OptaxLearner, OptaxState as OptaxState
 from ._learners._scaled_sgd import scaled_sgd as scaled_sgd
 from ._learners._sgd import sgd as sgd
+from ._metrics import Metrics as Metrics, metrics as metrics
+from ._run import Result as Result, load_tasks as load_tasks, run as run
+from ._tasks import Tasks as Tasks, permuted_tasks as permuted_tasks, split_tasks as split_tasks
 
 # --- baselines ---
 # isort: split

@@ -1,0 +1,275 @@
+"""Expert log-likelihoods L_i = η Σ_b log(1 − β s_i g_{b,i}) without the B×N gradient tensor."""
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, Float, Int, PyTree, Scalar, Shaped
+
+from . import _series as series
+from ._errors import check_callable, check_choice, check_module, check_positive
+from ._loglik_core import (
+    Stats,
+    capped_beta,
+    check_invalid,
+    count,
+    likelihood_from_grads,
+    maybe_raise,
+    merge_stats,
+    tree_stats,
+)
+from ._per_example import batch_size, per_example_grads
+from ._split import merge, split
+
+_METHODS = ("auto", "vmap", "chunked", "series")
+_AUTO_BOUND = 0.5
+_CHUNK_ELEMENTS = 2**22  # default chunk: about 4M gradient elements (16 MiB in float32)
+
+
+class ExpertLogLikelihoods(eqx.Module):
+    """The log-likelihood of every neural tangent expert on a batch, ready for
+    [`nte.scale_by_nte`][].
+
+    **Fields:**
+
+    - `log_likelihoods`: a params-shaped pytree, L_i = η Σ_b log(1 − β s_i g_{b,i}) (−inf marks
+      an expert pruned by this batch).
+    - `num_invalid`: how many parameters had 1 − β s g < 0 for some example (before the policy).
+    - `inv_temperature`: the β actually used (smaller than requested if `invalid="cap"` capped it).
+    """
+
+    log_likelihoods: PyTree
+    num_invalid: Int[Array, ""]
+    inv_temperature: Float[Array, ""]
+
+
+def _chunked(loss_fn, diff, fixed, static, x, y, signs, beta, chunk: int) -> Stats:
+    """Exact stats scanning over batch chunks: peak extra memory O(chunk·N)."""
+    n = batch_size(x)
+    num = -(-n // chunk)
+    pad = num * chunk - n
+
+    def reshape(a):
+        a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a
+        return a.reshape((num, chunk) + a.shape[1:])
+
+    xs, ys = jtu.tree_map(reshape, x), jtu.tree_map(reshape, y)
+    weight = (jnp.arange(num * chunk) < n).reshape(num, chunk)
+
+    def single(p, xi, yi):
+        return loss_fn(merge(eqx.combine(p, fixed), static), xi, yi)
+
+    grad = jax.vmap(jax.grad(single), in_axes=(None, 0, 0))
+
+    def body(acc, inputs):
+        xc, yc, wc = inputs
+        return merge_stats(acc, tree_stats(grad(diff, xc, yc), signs, beta, wc)), None
+
+    dtype = jnp.result_type(*jtu.tree_leaves(diff))
+    zeros = Stats(
+        jtu.tree_map(jnp.zeros_like, diff),
+        jnp.zeros((), dtype),
+        jtu.tree_map(lambda p: jnp.zeros(p.shape, bool), diff),
+    )
+    return jax.lax.scan(body, zeros, (xs, ys, weight))[0]
+
+
+def _layer_mask(params, i: int, *, bias: bool):
+    """A bool tree: True on the weight (and the bias, if `bias`) of Linear layer `i` only."""
+    mask = jtu.tree_map(lambda _: False, params)
+    mask = eqx.tree_at(lambda m: series.linear_nodes(m)[i].weight, mask, True)
+    if bias and series.linear_nodes(params)[i].bias is not None:
+        mask = eqx.tree_at(lambda m: series.linear_nodes(m)[i].bias, mask, True)
+    return mask
+
+
+def _layer_stats(ctx, i, D, A, beta, bound_limit, terms):
+    """Stats of tapped layer `i`: its weight by series where U < `bound_limit`, else chunked;
+    its bias exactly from the taps. Returns `((w_sum, b_sum), max_u, (w_bad, b_bad))`."""
+    loss_fn, params, static, x, y, signs, chunk = ctx
+    node, s_node = series.linear_nodes(params)[i], series.linear_nodes(signs)[i]
+    U = series.series_bound(beta, D, A)
+
+    def by_series():
+        w_sum = series.series_sum(D, A, s_node.weight, beta, U, terms)
+        return w_sum, U.astype(D.dtype), jnp.zeros(node.weight.shape, bool)
+
+    def by_chunks():
+        mask = _layer_mask(params, i, bias=False)
+        diff, fixed = eqx.partition(params, mask)
+        st = _chunked(loss_fn, diff, fixed, static, x, y, eqx.filter(signs, mask), beta, chunk)
+        pick = lambda t: series.linear_nodes(t)[i].weight
+        return pick(st.sums), st.max_u.astype(D.dtype), pick(st.bad)
+
+    w_sum, w_max, w_bad = jax.lax.cond(U < bound_limit, by_series, by_chunks)
+    if node.bias is None:
+        return (w_sum, None), w_max, (w_bad, None)
+    b_sum, b_max, b_bad = series.bias_stats(D, s_node.bias, beta)
+    return (w_sum, b_sum), jnp.maximum(w_max, b_max), (w_bad, b_bad)
+
+
+def _series_stats(ctx, tapped, beta, bound_limit, terms) -> Stats:
+    """Stats for every leaf: tapped layers by `_layer_stats`, the rest by one chunked pass."""
+    loss_fn, params, static, x, y, signs, chunk = ctx
+    mask = jtu.tree_map(lambda _: False, params)
+    for i, _ in tapped:
+        mask = jtu.tree_map(lambda a, b: a or b, mask, _layer_mask(params, i, bias=True))
+    tapped_part, rest = eqx.partition(params, mask)
+    if jtu.tree_leaves(rest):
+        rest_signs = eqx.filter(signs, jtu.tree_map(lambda m: not m, mask))
+        stats = _chunked(loss_fn, rest, tapped_part, static, x, y, rest_signs, beta, chunk)
+    else:
+        stats = Stats(rest, jnp.asarray(0.0), rest)
+    sums, bad, max_u = stats.sums, stats.bad, stats.max_u
+    for i, (D, A) in tapped:
+        (ws, bs), mu, (wb, bb) = _layer_stats(ctx, i, D, A, beta, bound_limit, terms)
+        sums, bad = _put(sums, i, ws, bs), _put(bad, i, wb, bb)
+        max_u = jnp.maximum(max_u, mu)
+    return Stats(sums, max_u, bad)
+
+
+def _put(tree, i, w, b):
+    """Write leaves `w`, `b` into Linear layer `i` of a tree whose slots there are None."""
+    isnone = lambda v: v is None
+    tree = eqx.tree_at(lambda t: series.linear_nodes(t)[i].weight, tree, w, is_leaf=isnone)
+    if b is not None:
+        tree = eqx.tree_at(lambda t: series.linear_nodes(t)[i].bias, tree, b, is_leaf=isnone)
+    return tree
+
+
+def _default_chunk(params, n: int) -> int:
+    size = sum(int(jnp.size(p)) for p in jtu.tree_leaves(params))
+    return max(1, min(n, _CHUNK_ELEMENTS // max(size, 1)))
+
+
+def _check_signs(signs, params) -> None:
+    p_leaves, treedef = jtu.tree_flatten(params)
+    try:
+        s_leaves = treedef.flatten_up_to(signs)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            "`signs` must have the structure of the model's parameters (e.g. `state.signs` of "
+            f"`nte.scale_by_nte` or `nte.sign_mask(params)`): {e}"
+        ) from None
+    for p, s in zip(p_leaves, s_leaves):
+        if jnp.shape(s) != jnp.shape(p):
+            raise ValueError(f"`signs` leaf of shape {jnp.shape(s)} for a parameter {p.shape}.")
+
+
+def expert_log_likelihoods(
+    loss_fn: Callable[[Any, Any, Any], Scalar],
+    model: eqx.Module,
+    x: PyTree[Shaped[Array, "_batch ..."]],
+    y: PyTree[Shaped[Array, "_batch ..."]],
+    *,
+    signs: PyTree,
+    inv_temperature: float | int | Float[Array, ""],
+    eta: float | int | Float[Array, ""] = 1.0,
+    method: str = "auto",
+    chunk_size: int | None = None,
+    series_terms: int | None = None,
+    invalid: str = "cap",
+    filter_spec: Any = eqx.is_inexact_array,
+) -> ExpertLogLikelihoods:
+    """The log-likelihood of every neural tangent expert on a batch, without B×N memory.
+
+    Computes L_i = η Σ_b log(1 − β s_i g_{b,i}) with g_b = ∇_θ loss_fn(model, x_b, y_b) taken at
+    `model`'s parameters (design doc §2, step 2). Pass the result to [`nte.scale_by_nte`][]
+    instead of per-example gradients.
+
+    **Methods:**
+
+    - `"vmap"`: per-example gradients ([`nte.per_example_grads`][]) then the sum; the reference,
+      memory B×N.
+    - `"chunked"`: exact; `lax.scan` over chunks of `chunk_size` examples (the batch is padded
+      with masked copies of its first example when it does not divide), extra memory
+      O(chunk·N). Default chunk: about 4M gradient elements (at least 1, at most B).
+    - `"series"`: for every `eqx.nn.Linear` layer called once per example,
+      g_{b,kj} = δ_{b,k} a_{b,j}, so Σ_b log(1 − u_b) = −Σ_m (βs)^m/m ⊙ (D^{∘m})ᵀ A^{∘m}: one
+      matmul per order, memory O(B·width). `series_terms` orders (default: added until the
+      truncation bound U^M/((M+1)(1−U)) is below the dtype's epsilon, at most 64), where
+      U = β max_b ‖δ_b‖∞‖a_b‖∞ ≥ |β s g|. Layers with U ≥ 1 (the series diverges; pruned or
+      invalid experts are possible), biases of those layers aside, fall back to `"chunked"`
+      (decided at run time with `lax.cond`); biases use their exact per-example gradient δ_b;
+      every other leaf uses `"chunked"`. Accurate when U is small; with U close to 1 and a fixed
+      `series_terms` it is not.
+    - `"auto"`: like `"series"` but only where U ≤ 0.5 with adaptive orders (float precision,
+      at most ~20 orders in float32), `"chunked"` elsewhere.
+
+    **Invalid experts** (1 − β s g < 0) follow the same policy as [`nte.scale_by_nte`][]:
+    `"cap"` lowers β for the whole batch to β(1 − ε)/max(β s g) (ε = 1e-6; a second pass,
+    only when needed), `"floor"` floors the argument of the log at ε (an exact 0 still prunes),
+    `"raise"` raises (also under jit, via `eqx.error_if`). The count is returned.
+
+    **Arguments:**
+
+    - `loss_fn`: `loss_fn(model, x_single, y_single) -> scalar` on ONE example.
+    - `model`: an `eqx.Module`; gradients are taken at its current parameters.
+    - `x`, `y`: batched inputs and targets (leading axis `batch`).
+    - `signs`: the fixed signs, params-shaped (`state.signs`, or [`nte.sign_mask`][] for the
+      origin variant).
+    - `inv_temperature`: β > 0. `eta`: η > 0 (the likelihood exponent).
+    - `method`: `"auto"`, `"vmap"`, `"chunked"` or `"series"`.
+    - `chunk_size`: examples per chunk for `"chunked"` (and fallbacks).
+    - `series_terms`: the number of series orders (`None`: adaptive).
+    - `invalid`: `"cap"`, `"floor"` or `"raise"`.
+    - `filter_spec`: which parameters are experts (see [`nte.split`][]).
+
+    **Returns:**
+
+    An [`nte.ExpertLogLikelihoods`][].
+    """
+    check_callable(loss_fn, "loss_fn")
+    check_module(model)
+    check_positive(inv_temperature, "inv_temperature")
+    check_positive(eta, "eta")
+    check_choice(method, _METHODS, "method")
+    check_invalid(invalid)
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"`chunk_size` must be a positive int or None, got {chunk_size!r}.")
+    if series_terms is not None and (not isinstance(series_terms, int) or series_terms < 1):
+        raise ValueError(f"`series_terms` must be a positive int or None, got {series_terms!r}.")
+    n = batch_size(x, "x")
+    if batch_size(y, "y") != n:
+        raise ValueError(f"`x` and `y` must have the same batch size, got {n} and {batch_size(y)}.")
+    params, static = split(model, filter_spec)
+    _check_signs(signs, params)
+    signs = jtu.tree_map(lambda s: jnp.asarray(s, jnp.int8), signs)
+    if method == "vmap":
+        grads = per_example_grads(loss_fn, model, x, y, filter_spec=filter_spec)
+        loglik, num_invalid, beta_used = likelihood_from_grads(
+            grads, signs, inv_temperature, eta, invalid
+        )
+        return ExpertLogLikelihoods(loglik, num_invalid, beta_used)
+    chunk = min(chunk_size or _default_chunk(params, n), n)
+    ctx = (loss_fn, params, static, x, y, signs, chunk)
+    tapped = []
+    if method in ("series", "auto"):
+        indices = series.tappable_layers(loss_fn, params, static, x, y)
+        if indices:
+            tapped = list(zip(indices, series.taps(loss_fn, params, static, x, y, indices)))
+    bound_limit = _AUTO_BOUND if method == "auto" else 1.0
+    terms = series_terms if method == "series" else None
+
+    def run(beta):
+        if tapped:
+            return _series_stats(ctx, tapped, beta, bound_limit, terms)
+        diff, fixed = eqx.partition(params, eqx.is_array)
+        return _chunked(loss_fn, diff, fixed, static, x, y, signs, beta, chunk)
+
+    return _finish(run, inv_temperature, eta, invalid)
+
+
+def _finish(run, beta, eta, invalid) -> ExpertLogLikelihoods:
+    stats = run(beta)
+    beta_used = jnp.asarray(beta, stats.max_u.dtype)
+    sums = stats.sums
+    if invalid == "cap":
+        beta_used = capped_beta(beta, stats.max_u)
+        sums = jax.lax.cond(stats.max_u > 1, lambda: run(beta_used).sums, lambda: stats.sums)
+    num_invalid = count(stats.bad)
+    loglik = jtu.tree_map(lambda t: (jnp.asarray(eta, t.dtype) * t).astype(t.dtype), sums)
+    return ExpertLogLikelihoods(maybe_raise(loglik, num_invalid, invalid), num_invalid, beta_used)

@@ -1,0 +1,264 @@
+"""The NTE posterior update as an optax transformation (design doc §2)."""
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import jax.random as jr
+import jax.tree_util as jtu
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+from ._errors import check_positive
+from ._likelihood import ExpertLogLikelihoods
+from ._loglik_core import check_invalid, likelihood_from_grads
+from ._signs import sign_mask
+
+
+class ScaleByNTEState(NamedTuple):
+    """State of [`nte.scale_by_nte`][].
+
+    **Fields:**
+
+    - `signs`: the fixed signs s = sign(Δ) at init, params-shaped `int8` (Dale's law).
+    - `log_magnitudes`: λ = log|Δ|, params-shaped (−inf: pruned or dead expert).
+    - `log_norm`: log Z, Z = ‖Δ‖₁ at init (fixed).
+    - `origin`: θ0, params-shaped, or `None` for the origin variant (θ0 = 0).
+    - `num_pruned`: how many experts have λ = −inf (Δ exactly 0), after the last update.
+    - `num_invalid`: how many parameter-steps the invalid-expert policy touched, cumulative.
+    """
+
+    signs: PyTree
+    log_magnitudes: PyTree
+    log_norm: Float[Array, ""]
+    origin: PyTree | None
+    num_pruned: Int[Array, ""]
+    num_invalid: Int[Array, ""]
+
+
+def _logsumexp(leaves: list) -> Array:
+    """logsumexp over every element of every leaf; −inf entries are ignored."""
+    dtype = jnp.result_type(*leaves)
+    m = jnp.asarray(-jnp.inf, dtype)
+    for v in leaves:
+        m = jnp.maximum(m, jnp.max(v, initial=-jnp.inf))
+    shift = jnp.where(jnp.isfinite(m), m, 0)
+    total = sum((jnp.sum(jnp.exp(v - shift)) for v in leaves), jnp.zeros((), dtype))
+    return jnp.log(total) + shift
+
+
+def _count(pred, leaves) -> Array:
+    return jnp.asarray(sum((jnp.sum(pred(v), dtype=jnp.int32) for v in leaves), jnp.int32(0)))
+
+
+def _init_delta(params, init_scale, key):
+    """(Δ, θ0): Δ = θ, θ0 = None (origin) or Δ = σ·N(0,1) with a fresh key per leaf."""
+    try:
+        origin_variant = float(init_scale) == 0.0
+    except TypeError:  # traced init_scale: the key decides
+        origin_variant = key is None
+    if origin_variant:
+        return params, None
+    if key is None:
+        raise ValueError("`key` is required when `init_scale` > 0 (Δ = init_scale·N(0, 1)).")
+    leaves, treedef = jtu.tree_flatten(params)
+    keys = jr.split(key, max(len(leaves), 1))
+    deltas = [
+        (jnp.asarray(init_scale, p.dtype) * jr.normal(k, p.shape, p.dtype)).astype(p.dtype)
+        for p, k in zip(leaves, keys)
+    ]
+    origin = [p - d for p, d in zip(leaves, deltas)]
+    return treedef.unflatten(deltas), treedef.unflatten(origin)
+
+
+def _check_grads(updates, params) -> None:
+    """Eager: per-example gradients match `params` with one extra leading axis."""
+    p_leaves, treedef = jtu.tree_flatten(params)
+    try:
+        g_leaves = treedef.flatten_up_to(updates)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"`updates` (per-example gradients) must have the tree structure of `params`: {e}"
+        ) from None
+    sizes = set()
+    for g, p in zip(g_leaves, p_leaves):
+        gs, ps = jnp.shape(g), jnp.shape(p)
+        if len(gs) != len(ps) + 1 or gs[1:] != ps:
+            raise ValueError(
+                "`updates` must be per-example gradients with a leading batch axis on every leaf "
+                f"(shape (batch, *param.shape)); got {gs} for a parameter of shape {ps}."
+            )
+        sizes.add(gs[0])
+    if len(sizes) > 1:
+        raise ValueError(f"Every leaf of `updates` must share one batch size, got {sorted(sizes)}.")
+
+
+def _check_loglik(updates: ExpertLogLikelihoods, params) -> None:
+    p_leaves, treedef = jtu.tree_flatten(params)
+    try:
+        l_leaves = treedef.flatten_up_to(updates.log_likelihoods)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"`updates.log_likelihoods` must match `params`: {e}") from None
+    for v, p in zip(l_leaves, p_leaves):
+        if jnp.shape(v) != jnp.shape(p):
+            raise ValueError(f"`updates.log_likelihoods`: shape {jnp.shape(v)} for {p.shape}.")
+
+
+def _check_hyperparameters(inv_temperature, eta, max_delta, init_scale, invalid) -> None:
+    check_positive(inv_temperature, "inv_temperature")
+    check_positive(eta, "eta")
+    if max_delta is not None:
+        check_positive(max_delta, "max_delta")
+    check_positive(init_scale, "init_scale", allow_zero=True)
+    check_invalid(invalid)
+
+
+def scale_by_nte(
+    inv_temperature: float | int | Float[Array, ""],
+    *,
+    eta: float | int | Float[Array, ""] = 1.0,
+    max_delta: float | int | Float[Array, ""] | None = None,
+    renormalize: bool = True,
+    init_scale: float | int | Float[Array, ""] = 0.0,
+    invalid: str = "cap",
+    key: PRNGKeyArray | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """The neural tangent ensemble posterior update (design doc §2) as an optax transformation.
+
+    With fixed signs s, log-magnitudes λ = log|Δ| and the fixed norm Z = ‖Δ‖₁, one step on a
+    batch does
+
+        L_i = η Σ_b log(1 − β s_i g_{b,i})            (sum over the batch, not mean)
+        λ  ← λ + L
+        λ  ← λ + log Z − logsumexp(λ)                  (if renormalize; over all leaves)
+        λ  ← min(λ, log max_delta)                     (if max_delta)
+        θ  = θ0 + s·exp(λ)
+
+    To first order in β this is SGD with per-parameter learning rate ηβ|Δ_i|, projected back
+    onto the L1 sphere: Δ' − Δ ≈ −ηβ|Δ|⊙G + ηβΔ⟨Δ, G⟩/Z with G = Σ_b g_b.
+
+    `update(updates, state, params)` takes either per-example gradients with a leading batch
+    axis on every leaf (the `optax.contrib.dpsgd` convention; e.g. [`nte.per_example_grads`][])
+    or an [`nte.ExpertLogLikelihoods`][] (computed without B×N memory by
+    [`nte.expert_log_likelihoods`][]; then β, η and the invalid policy of that call apply and
+    this transformation's `inv_temperature`/`eta` are not used). It returns increments: after
+    `optax.apply_updates(params, updates)` the parameters are θ0 + s·exp(λ'). `params` is
+    required.
+
+    **Numerics.** 1 − βsg = 0 exactly gives λ = −inf: the parameter becomes exactly 0 (θ0 in the
+    init variant) and stays there forever (pruned); `logsumexp` ignores it. 1 − βsg < 0 (an
+    invalid expert) never produces a NaN and never reaches the logsumexp:
+
+    - `invalid="cap"` (default): β is lowered for this step to β(1 − ε)/max(β s g), ε = 1e-6
+      (so the worst argument is ε), for the whole batch;
+    - `invalid="floor"`: the argument of the log is floored at ε (an exact 0 still prunes);
+    - `invalid="raise"`: an error naming `inv_temperature` is raised; it uses `eqx.error_if`,
+      so it raises eagerly and also inside `jax.jit` (as a runtime error when the step runs).
+
+    The state counts the experts pruned and the parameter-steps the policy touched.
+
+    **Arguments:**
+
+    - `inv_temperature`: β > 0, multiplies the gradient (injectable).
+    - `eta`: η > 0, the likelihood exponent (injectable); η = 1 is the plain posterior.
+    - `max_delta`: optional clip on |Δ| (after renormalization), > 0.
+    - `renormalize`: keep ‖Δ‖₁ = Z (step 4).
+    - `init_scale`: σ ≥ 0. σ = 0 is the origin variant (Δ = θ, θ0 = 0; parameters exactly 0
+      are dead experts, s = 0, that stay 0). σ > 0 draws Δ = σ·N(0, 1) with a fresh key per
+      leaf (`jax.random.split(key, num_leaves)`, in leaf order) and θ0 = θ − Δ.
+    - `invalid`: `"cap"`, `"floor"` or `"raise"`.
+    - `key`: a PRNG key, required when `init_scale > 0` (unused otherwise).
+
+    **Returns:**
+
+    An `optax.GradientTransformationExtraArgs` with state [`nte.ScaleByNTEState`][].
+
+    !!! example
+
+        ```python
+        opt = nte.nte(0.01)
+        state = opt.init(params)
+        grads = nte.per_example_grads(loss_fn, model, x, y)
+        updates, state = opt.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        ```
+    """
+    _check_hyperparameters(inv_temperature, eta, max_delta, init_scale, invalid)
+
+    def init_fn(params):
+        delta, origin = _init_delta(params, init_scale, key)
+        signs = sign_mask(delta)
+        lam = jtu.tree_map(lambda d: jnp.log(jnp.abs(d)), delta)
+        leaves = jtu.tree_leaves(lam)
+        log_norm = _logsumexp(leaves) if leaves else jnp.asarray(-jnp.inf)
+        pruned = _count(lambda v: v == -jnp.inf, leaves)
+        return ScaleByNTEState(signs, lam, log_norm, origin, pruned, jnp.int32(0))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("`params` is required by nte.scale_by_nte's update.")
+        if isinstance(updates, ExpertLogLikelihoods):
+            _check_loglik(updates, params)
+            loglik, num_invalid = updates.log_likelihoods, updates.num_invalid
+        else:
+            _check_grads(updates, params)
+            loglik, num_invalid, _ = likelihood_from_grads(
+                updates, state.signs, inv_temperature, eta, invalid
+            )
+        lam = jtu.tree_map(lambda v, L: (v + L).astype(v.dtype), state.log_magnitudes, loglik)
+        lam = _project(lam, state.log_norm, renormalize, max_delta)
+        new = _parameters(lam, state.signs, state.origin)
+        increments = jtu.tree_map(lambda n, p: (n - p).astype(p.dtype), new, params)
+        pruned = _count(lambda v: v == -jnp.inf, jtu.tree_leaves(lam))
+        total_invalid = state.num_invalid + jnp.asarray(num_invalid, jnp.int32)
+        new_state = state._replace(log_magnitudes=lam, num_pruned=pruned, num_invalid=total_invalid)
+        return increments, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _project(lam, log_norm, renormalize, max_delta):
+    """Steps 4–5: renormalize to log Z over all leaves, then clip at log max_delta."""
+    if renormalize:
+        lse = _logsumexp(jtu.tree_leaves(lam))
+        shift = jnp.where(jnp.isfinite(lse), log_norm - lse, 0)  # all pruned: leave as is
+        lam = jtu.tree_map(lambda v: (v + shift.astype(v.dtype)).astype(v.dtype), lam)
+    if max_delta is not None:
+        lam = jtu.tree_map(
+            lambda v: jnp.minimum(v, jnp.log(jnp.asarray(max_delta, v.dtype))).astype(v.dtype), lam
+        )
+    return lam
+
+
+def _parameters(lam, signs, origin):
+    """Step 6: θ = θ0 + s·exp(λ) (θ0 = 0 when `origin` is None)."""
+    delta = jtu.tree_map(lambda v, s: s.astype(v.dtype) * jnp.exp(v), lam, signs)
+    if origin is None:
+        return delta
+    return jtu.tree_map(jnp.add, origin, delta)
+
+
+def nte(
+    inv_temperature: float | int | Float[Array, ""],
+    *,
+    eta: float | int | Float[Array, ""] = 1.0,
+    max_delta: float | int | Float[Array, ""] | None = None,
+    renormalize: bool = True,
+    init_scale: float | int | Float[Array, ""] = 0.0,
+    invalid: str = "cap",
+    key: PRNGKeyArray | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """The NTE posterior optimizer: the user-facing alias of [`nte.scale_by_nte`][].
+
+    Same arguments and behaviour; see [`nte.scale_by_nte`][]. Its updates are increments
+    to add with `optax.apply_updates`.
+    """
+    return scale_by_nte(
+        inv_temperature,
+        eta=eta,
+        max_delta=max_delta,
+        renormalize=renormalize,
+        init_scale=init_scale,
+        invalid=invalid,
+        key=key,
+    )

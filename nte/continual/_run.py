@@ -1,0 +1,395 @@
+"""Training a learner on a sequence of tasks: [`nte.continual.run`][].
+
+The data and the task index arrays are put on the device once. Each chunk of training steps is
+ONE compiled `lax.scan` (over steps) inside `jax.vmap` (over seeds); batches are drawn on device
+from `jax.random.fold_in(fold_in(data_key, task), epoch)`, so the batch order does not depend on
+how steps are chunked, and a resumed run replays exactly the same batches.
+"""
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax import lax
+
+from .._split import merge
+from ..nn import MLP
+from . import _checkpoint as ckpt
+from ._config import Config
+from ._learner import AbstractLearner, Task, make_learner, predict
+from ._metrics import Metrics, metrics
+from ._tasks import Tasks, permuted_tasks, split_tasks, task_batch
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Result:
+    """The outcome of [`nte.continual.run`][] (numpy arrays; `seeds` is the leading axis).
+
+    **Fields:**
+
+    - `config`: the [`nte.continual.Config`][].
+    - `R`: `[seeds, T, T]`, `R[s, t, j]` = test accuracy on task `j` after training task `t`.
+    - `baseline`: `[seeds, T]`, test accuracy of the untrained model on each task.
+    - `metrics`: [`nte.continual.Metrics`][] per seed.
+    - `history`, `history_steps`: with `eval_every > 0`, `[seeds, H, T]` accuracies on every
+      task at global step `history_steps[h]` (`[H]`).
+    - `finished`: `False` if the run stopped early (`stop_after_steps`).
+    - `steps`: training steps done per seed (over all tasks, including resumed ones).
+    - `wall_time`: seconds spent in this call; `train_time`, `eval_time`, `compile_time`: the
+      parts spent in compiled training chunks, in evaluation/end-of-task hooks, and compiling.
+    - `steps_per_second`: training steps (per seed) per second of `train_time`.
+    - `state`: the final training states, stacked over seeds.
+    """
+
+    config: Config
+    R: np.ndarray
+    baseline: np.ndarray
+    metrics: Metrics
+    history: np.ndarray
+    history_steps: np.ndarray
+    finished: bool
+    steps: int
+    wall_time: float
+    train_time: float
+    eval_time: float
+    compile_time: float
+    steps_per_second: float
+    state: Any
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable dict: R, metrics as mean ± std over seeds, timings."""
+
+        def stats(x):
+            x = np.asarray(x, np.float64)
+            return {"mean": _json(np.mean(x, 0)), "std": _json(np.std(x, 0)), "per_seed": _json(x)}
+
+        m = self.metrics
+        return {
+            "R": stats(self.R),
+            "baseline": stats(self.baseline),
+            "ACC": stats(m.acc),
+            "BWT": stats(m.bwt),
+            "FWT": stats(m.fwt),
+            "forgetting": stats(m.forgetting),
+            "mean_forgetting": stats(m.mean_forgetting),
+            "history": {"steps": _json(self.history_steps), **stats(self.history)},
+            "finished": self.finished,
+            "steps": self.steps,
+            "wall_time_s": self.wall_time,
+            "train_time_s": self.train_time,
+            "eval_time_s": self.eval_time,
+            "compile_time_s": self.compile_time,
+            "train_fraction": self.train_time / max(self.wall_time, 1e-12),
+            "steps_per_second": self.steps_per_second,
+        }
+
+
+def _json(x: Any) -> Any:
+    x = np.asarray(x, np.float64) if np.ndim(x) or isinstance(x, np.floating) else x
+    if isinstance(x, np.ndarray):
+        return (
+            [None if np.isnan(v) else float(v) for v in x.ravel()]
+            if x.ndim <= 1
+            else [_json(v) for v in x]
+        )
+    return x
+
+
+def load_tasks(config: Config, dataset: Any = None) -> Tasks:
+    """The task sequence of `config` (loading `config.dataset` with `nte.data.load` if needed)."""
+    if dataset is None:
+        from .. import data  # nte.data, imported lazily
+
+        dataset = data.load(config.dataset, source=config.source, data_dir=config.data_dir)
+    if config.scenario == "permuted":
+        return permuted_tasks(dataset, config.tasks, key=jr.key(config.task_seed))
+    return split_tasks(dataset, config.tasks, scenario=config.scenario)
+
+
+def _device_tasks(tasks: Tasks) -> dict[str, jax.Array]:
+    names = ("x_train", "y_train", "x_test", "y_test", "permutations", "train_index")
+    names += ("train_count", "test_index", "test_count", "masks", "label_map")
+    return {n: jnp.asarray(getattr(tasks, n)) for n in names}
+
+
+class _Programs:
+    """The compiled programs of one run (train chunk, end of task, evaluation), timed."""
+
+    def __init__(self, config: Config, tasks: Tasks, learner: AbstractLearner, static: Any):
+        self.config, self.learner, self.static = config, learner, static
+        self.n_tasks = tasks.n_tasks
+        self.cache: dict[Any, Callable] = {}
+        self.compile_time = 0.0
+
+    def _compiled(self, name: str, fn: Callable, *args, **static) -> Callable:
+        key = (name, tuple(sorted(static.items())))
+        if key not in self.cache:
+            t0 = time.perf_counter()
+            self.cache[key] = jax.jit(fn, static_argnames=tuple(static)).lower(*args, **static)
+            self.cache[key] = self.cache[key].compile()
+            self.compile_time += time.perf_counter() - t0
+        return self.cache[key]
+
+    def train(self, arrays, dev, keys, t: int, epoch: int, start: int, length: int):
+        args = (arrays, dev, keys, np.int32(t), np.int32(epoch), np.int32(start), np.int32(length))
+        return self._compiled("train", self._train, *args)(*args)
+
+    def end_task(self, arrays, dev, keys, t: int):
+        args = (arrays, dev, keys, np.int32(t))
+        return self._compiled("end_task", self._end_task, *args)(*args)
+
+    def evaluate(self, arrays, dev):
+        return self._compiled("evaluate", self._evaluate, arrays, dev)(arrays, dev)
+
+    def _state(self, arr):
+        return eqx.combine(arr, self.static)
+
+    def _train(self, arrays, dev, keys, t, epoch, start, length):
+        bsz, learner = self.config.batch_size, self.learner
+        task = Task(t, dev["masks"][t])
+        maxn = dev["train_index"].shape[1]
+        valid = jnp.arange(maxn) < dev["train_count"][t]
+
+        def one_seed(arr, k):
+            u = jr.uniform(jr.fold_in(jr.fold_in(k[2], t), epoch), (maxn,))
+            order = jnp.argsort(jnp.where(valid, u, 2.0))  # this epoch's order; valid first
+
+            def body(i, carry):
+                a, total = carry
+                pos = lax.dynamic_slice(order, ((start + i) * bsz,), (bsz,))
+                x, y = task_batch(dev, t, dev["train_index"][t][pos])
+                state, aux = learner.step(self._state(a), x, y, task)
+                return eqx.filter(state, eqx.is_array), total + aux["loss"]
+
+            # A dynamic trip count: one compiled program serves every chunk length.
+            arr, total = lax.fori_loop(0, length, body, (arr, jnp.zeros((), jnp.float32)))
+            return arr, total / length
+
+        return jax.vmap(one_seed)(arrays, keys)
+
+    def _end_task(self, arrays, dev, keys, t):
+        n = self.config.end_task_examples
+        task = Task(t, dev["masks"][t])
+
+        def one_seed(arr, k):
+            key = jr.fold_in(k[3], t)
+            pos = jr.randint(jr.fold_in(key, 0), (n,), 0, dev["train_count"][t])
+            x, y = task_batch(dev, t, dev["train_index"][t][pos])
+            state = self.learner.end_task(self._state(arr), t, x, y, task, key=jr.fold_in(key, 1))
+            return eqx.filter(state, eqx.is_array)
+
+        return jax.vmap(one_seed)(arrays, keys)
+
+    def _evaluate(self, arrays, dev):
+        maxn = dev["test_index"].shape[1]
+
+        def one_seed(arr):
+            state = self._state(arr)
+
+            def one_task(j):
+                model = self.learner.eval_model(state, j)
+                x, y = task_batch(dev, j, dev["test_index"][j], test=True)
+                logits = lax.map(model, x, batch_size=min(self.config.eval_batch_size, maxn))
+                valid = jnp.arange(maxn) < dev["test_count"][j]
+                correct = (predict(logits, dev["masks"][j]) == y) & valid
+                return jnp.sum(correct) / dev["test_count"][j]
+
+            return lax.map(one_task, jnp.arange(self.n_tasks, dtype=jnp.int32))
+
+        return jax.vmap(one_seed)(arrays)
+
+
+def _init_states(config: Config, tasks: Tasks, learner: AbstractLearner, keys: jax.Array):
+    def one_seed(k):
+        model = MLP(
+            tasks.num_features,
+            config.width,
+            config.depth,
+            tasks.num_outputs,
+            use_bias=config.use_bias,
+            parameterization=config.parameterization,
+            key=k[0],
+        )
+        return learner.init(model, key=k[1])
+
+    return eqx.filter_jit(eqx.filter_vmap(one_seed))(keys)
+
+
+def _steps_per_epoch(config: Config, tasks: Tasks) -> list[int]:
+    spe = [int(n) // config.batch_size for n in tasks.train_count]
+    if min(spe) < 1:
+        raise ValueError(
+            f"`batch_size` ({config.batch_size}) must be <= the smallest task's number of "
+            f"training examples ({int(tasks.train_count.min())})."
+        )
+    return spe
+
+
+def _chunk_end(config: Config, s: int, spe: int, n_t: int, budget: int | None) -> int:
+    end = min((s // spe + 1) * spe, n_t)
+    for k in (config.eval_every, config.checkpoint_every):
+        if k:
+            end = min(end, (s // k + 1) * k)
+    if budget is not None:
+        end = min(end, s + max(budget, 1))
+    return end
+
+
+def _progress(config: Config, total: int, initial: int, desc: str):
+    if not config.progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc=desc, leave=True, dynamic_ncols=True)
+
+
+def run(config: Config, *, dataset: Any = None) -> Result:
+    """Train `config.learner` on `config.tasks` tasks in sequence and evaluate after each task.
+
+    After the baseline (untrained) evaluation, for each task `t`: `epochs` passes over the task's
+    training set in minibatches of `batch_size` (the last partial batch of an epoch is dropped),
+    then the learner's `end_task` hook, then the test accuracy on every task → row `R[t]`. With
+    `eval_every = k > 0`, every task is also evaluated every `k` steps (`Result.history`).
+
+    `config.seeds` models (seeds `seed, seed + 1, ...`) are trained together: one compiled
+    `lax.scan` per chunk of steps, `vmap`ped over seeds. Seed `s` uses
+    `jax.random.split(jax.random.key(s), 4)` = (model init, learner init, batch order, end-of-task
+    sample), so a run with `seeds = n` equals `n` runs with `seeds = 1`.
+
+    With `config.out` set, checkpoints are written atomically to `out/checkpoint/` at every task
+    boundary and every `checkpoint_every` steps. Calling `run` again with the same config
+    resumes from the last checkpoint and produces the same `R` as an uninterrupted run.
+
+    **Arguments:**
+
+    - `config`: a [`nte.continual.Config`][].
+    - `dataset`: optionally an `nte.data.Dataset`-like object to use instead of loading
+      `config.dataset`.
+
+    **Returns:**
+
+    A [`nte.continual.Result`][].
+    """
+    if not isinstance(config, Config):
+        raise TypeError(f"`config` must be an nte.continual.Config, got {type(config).__name__}.")
+    t_start = time.perf_counter()
+    tasks = load_tasks(config, dataset)
+    learner = make_learner(config)
+    S, T = config.seeds, tasks.n_tasks
+    spe = _steps_per_epoch(config, tasks)
+    n_steps = [config.epochs * k for k in spe]
+    n_hist = sum(n // config.eval_every for n in n_steps) if config.eval_every else 0
+    seeds = jnp.arange(config.seed, config.seed + S)
+    keys = jax.vmap(lambda s: jr.split(jr.key(s), 4))(seeds)
+    states = _init_states(config, tasks, learner, keys)
+    arrays, static = eqx.partition(states, eqx.is_array)
+    dev = _device_tasks(tasks)
+    prog = _Programs(config, tasks, learner, static)
+
+    ck = {
+        "state": arrays,
+        "position": np.zeros(2, np.int64),  # (task, step within task) of the next step
+        "done_steps": np.zeros((), np.int64),
+        "n_hist": np.zeros((), np.int64),
+        "R": np.full((S, T, T), np.nan, np.float32),
+        "baseline": np.full((S, T), np.nan, np.float32),
+        "history": np.full((S, n_hist, T), np.nan, np.float32),
+        "history_steps": np.full(n_hist, -1, np.int64),
+    }
+    folder = Path(config.out) / "checkpoint" if config.out is not None else None
+    if folder is not None:
+        ckpt.check_config(folder, config.identity())
+        loaded = ckpt.load(folder, ck)
+        if loaded is not None:
+            ck = {k: (v if k == "state" else np.asarray(v)) for k, v in loaded.items()}
+    times = {"train": 0.0, "eval": 0.0}
+    done0 = int(ck["done_steps"])
+
+    def timed(kind, fn, *args):
+        c0, t0 = prog.compile_time, time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        times[kind] += time.perf_counter() - t0 - (prog.compile_time - c0)
+        return out
+
+    def save():
+        if folder is None:
+            return
+        t, s = (int(v) for v in ck["position"])
+        summary = {"task": t, "step_in_task": s, "done_steps": int(ck["done_steps"])}
+        ckpt.save(folder, ck, summary)
+
+    if int(ck["position"][0]) == 0 and int(ck["position"][1]) == 0:
+        ck["baseline"] = np.asarray(timed("eval", prog.evaluate, ck["state"], dev))
+    offset = [0, *np.cumsum(n_steps).tolist()]
+    stop = config.stop_after_steps
+    stopped = False
+    t0 = int(ck["position"][0])
+    for t in range(t0, T):
+        s = int(ck["position"][1]) if t == t0 else 0
+        bar = _progress(config, n_steps[t], s, f"task {t + 1}/{T}")
+        while s < n_steps[t] and not stopped:
+            budget = None if stop is None else stop - int(ck["done_steps"])
+            end = _chunk_end(config, s, spe[t], n_steps[t], budget)
+            e = s // spe[t]
+            ck["state"], loss = timed(
+                "train", prog.train, ck["state"], dev, keys, t, e, s - e * spe[t], end - s
+            )
+            ck["done_steps"] = ck["done_steps"] + (end - s)
+            s = end
+            ck["position"] = np.array([t, s], np.int64)
+            stopped = stop is not None and int(ck["done_steps"]) >= stop
+            if bar is not None:
+                bar.update(end - bar.n)
+                bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}")
+            if config.eval_every and s % config.eval_every == 0:
+                h = int(ck["n_hist"])
+                ck["history"][:, h] = np.asarray(timed("eval", prog.evaluate, ck["state"], dev))
+                ck["history_steps"][h] = offset[t] + s
+                ck["n_hist"] = np.asarray(h + 1)
+            if s < n_steps[t] and (
+                stopped or (config.checkpoint_every and s % config.checkpoint_every == 0)
+            ):
+                save()
+        if s == n_steps[t]:
+            ck["state"] = timed("eval", prog.end_task, ck["state"], dev, keys, t)
+            ck["R"][:, t] = np.asarray(timed("eval", prog.evaluate, ck["state"], dev))
+            ck["position"] = np.array([t + 1, 0], np.int64)
+            save()
+        if bar is not None:
+            bar.close()
+        if stopped:
+            break
+    finished = int(ck["position"][0]) == T
+    wall = time.perf_counter() - t_start
+    R, baseline = ck["R"].astype(np.float64), ck["baseline"].astype(np.float64)
+    return Result(
+        config=config,
+        R=R,
+        baseline=baseline,
+        metrics=metrics(R, baseline),
+        history=ck["history"].astype(np.float64),
+        history_steps=ck["history_steps"],
+        finished=finished,
+        steps=int(ck["done_steps"]),
+        wall_time=wall,
+        train_time=times["train"],
+        eval_time=times["eval"],
+        compile_time=prog.compile_time,
+        steps_per_second=(int(ck["done_steps"]) - done0) / max(times["train"], 1e-12),
+        state=merge(ck["state"], static),
+    )
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as JSON to `path` atomically."""
+    ckpt.atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True))

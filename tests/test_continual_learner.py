@@ -1,0 +1,81 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import nte
+from nte import continual
+
+
+def test_masked_cross_entropy_finite_and_zero_grad_on_masked_logits(getkey):
+    logits = 30.0 * jax.random.normal(getkey(), (7,))
+    mask = jnp.array([False, True, False, True, True, False, False])
+    label = jnp.int32(3)
+    model = lambda z: z  # the "model" returns its input: gradients are w.r.t. logits
+
+    loss = continual.cross_entropy(model, logits, (label, mask))
+    grad = jax.grad(lambda z: continual.cross_entropy(model, z, (label, mask)))(logits)
+    kept = jnp.array([1, 3, 4])
+    # Reference: the plain softmax cross-entropy of the kept logits only.
+    ref_loss, ref_grad = jax.value_and_grad(
+        lambda z: optax.softmax_cross_entropy_with_integer_labels(z, jnp.int32(1))
+    )(logits[kept])
+    assert jnp.isfinite(loss)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    np.testing.assert_array_equal(grad[~mask], 0.0)
+    np.testing.assert_allclose(grad[kept], ref_grad, rtol=1e-6, atol=1e-7)
+
+
+def test_cross_entropy_unmasked_is_plain_cross_entropy(getkey):
+    logits = jax.random.normal(getkey(), (5,))
+    loss = continual.cross_entropy(lambda z: z, logits, (jnp.int32(2), jnp.ones(5, bool)))
+    ref = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.int32(2))
+    np.testing.assert_allclose(loss, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_learner_step_matches_manual_update(getkey, momentum):
+    model = nte.nn.MLP(6, 5, 1, 4, key=getkey())
+    x, y = jax.random.normal(getkey(), (8, 6)), jnp.arange(8) % 4
+    mask = jnp.array([True, True, False, True])
+    y = jnp.where(y == 2, 0, y)
+    task = continual.Task(jnp.int32(0), mask)
+    learner = continual.sgd(0.1, momentum)
+    state = learner.init(model, key=getkey())
+    for _ in range(2):
+        state, aux = eqx.filter_jit(learner.step)(state, x, y, task)
+
+    def loss(m):
+        logp = jax.vmap(lambda xi: jax.nn.log_softmax(jnp.where(mask, m(xi), -jnp.inf)))(x)
+        return -jnp.mean(logp[jnp.arange(8), y])
+
+    ref, velocity = model, None
+    for _ in range(2):
+        g = eqx.filter_grad(loss)(ref)
+        velocity = (
+            g if velocity is None else jax.tree.map(lambda v, gi: momentum * v + gi, velocity, g)
+        )
+        ref = eqx.apply_updates(ref, jax.tree.map(lambda v: -0.1 * v, velocity))
+    for a, b in zip(
+        jax.tree.leaves(eqx.filter(state.model, eqx.is_array)),
+        jax.tree.leaves(eqx.filter(ref, eqx.is_array)),
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert aux["loss"].shape == ()
+
+
+def test_registry_and_errors():
+    assert {"sgd", "adam", "nte", "scaled_sgd"} <= set(continual.available_learners())
+    assert isinstance(
+        continual.make_learner(continual.Config(learner="adam")), continual.OptaxLearner
+    )
+    with pytest.raises(ValueError, match="learner"):
+        continual.make_learner(continual.Config(learner="nope"))
+    with pytest.raises(ValueError, match="name"):
+        continual.register_learner("sgd")(lambda config: None)
+    with pytest.raises(ValueError, match="learning_rate"):
+        continual.sgd(-1.0)
+    with pytest.raises(ValueError, match="momentum"):
+        continual.sgd(0.1, momentum=1.0)
