@@ -17,6 +17,7 @@ simple form of the "hyperfan" initialisation of Chang et al. 2020).
 """
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
@@ -89,7 +90,7 @@ class ChunkedHypernetwork(eqx.Module):
         *,
         chunk_size: int,
         chunk_embedding_size: int = 32,
-        hidden: tuple[int, ...] = (100, 100),
+        hidden: Sequence[int] = (100, 100),
         key: PRNGKeyArray,
     ):
         check_module(target, "target")

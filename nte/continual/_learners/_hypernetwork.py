@@ -23,6 +23,7 @@ The task identity is given at test time (task-incremental oracle): `eval_model(s
 generates task `t`'s network from `e_t`.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
@@ -203,7 +204,7 @@ def hypernetwork(
     embedding_size: int = 32,
     chunk_size: int = 2000,
     chunk_embedding_size: int = 32,
-    hidden: tuple[int, ...] = (100, 50),
+    hidden: Sequence[int] = (100, 50),
     max_reg_tasks: int = 30,
     lookahead: bool = True,
     embedding_std: float = 1.0,
