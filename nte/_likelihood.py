@@ -235,16 +235,26 @@ def expert_log_likelihoods(
     n = batch_size(x, "x")
     if batch_size(y, "y") != n:
         raise ValueError(f"`x` and `y` must have the same batch size, got {n} and {batch_size(y)}.")
-    params, static = split(model, filter_spec)
+    params, _ = split(model, filter_spec)
     _check_signs(signs, params)
     signs = jtu.tree_map(lambda s: jnp.asarray(s, jnp.int8), signs)
+    chunk = min(chunk_size or _default_chunk(params, n), n)
+    hyper = jtu.tree_map(lambda h: jnp.asarray(h, jnp.result_type(float)), (inv_temperature, eta))
+    config = dict(method=method, chunk=chunk, terms=series_terms, invalid=invalid)
+    return _compute(loss_fn, model, x, y, signs, hyper, filter_spec, **config)
+
+
+@eqx.filter_jit
+def _compute(loss_fn, model, x, y, signs, hyper, filter_spec, *, method, chunk, terms, invalid):
+    """The work of `expert_log_likelihoods` (compiled once per shapes; β, η traced)."""
+    inv_temperature, eta = hyper
+    params, static = split(model, filter_spec)
     if method == "vmap":
         grads = per_example_grads(loss_fn, model, x, y, filter_spec=filter_spec)
         loglik, num_invalid, beta_used = likelihood_from_grads(
             grads, signs, inv_temperature, eta, invalid
         )
         return ExpertLogLikelihoods(loglik, num_invalid, beta_used)
-    chunk = min(chunk_size or _default_chunk(params, n), n)
     ctx = (loss_fn, params, static, x, y, signs, chunk)
     tapped = []
     if method in ("series", "auto"):
@@ -252,7 +262,7 @@ def expert_log_likelihoods(
         if indices:
             tapped = list(zip(indices, series.taps(loss_fn, params, static, x, y, indices)))
     bound_limit = _AUTO_BOUND if method == "auto" else 1.0
-    terms = series_terms if method == "series" else None
+    terms = terms if method == "series" else None
 
     def run(beta):
         if tapped:

@@ -2,6 +2,7 @@
 
 from typing import NamedTuple
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
@@ -199,22 +200,33 @@ def scale_by_nte(
             raise ValueError("`params` is required by nte.scale_by_nte's update.")
         if isinstance(updates, ExpertLogLikelihoods):
             _check_loglik(updates, params)
-            loglik, num_invalid = updates.log_likelihoods, updates.num_invalid
         else:
             _check_grads(updates, params)
-            loglik, num_invalid, _ = likelihood_from_grads(
-                updates, state.signs, inv_temperature, eta, invalid
-            )
-        lam = jtu.tree_map(lambda v, L: (v + L).astype(v.dtype), state.log_magnitudes, loglik)
-        lam = _project(lam, state.log_norm, renormalize, max_delta)
-        new = _parameters(lam, state.signs, state.origin)
-        increments = jtu.tree_map(lambda n, p: (n - p).astype(p.dtype), new, params)
-        pruned = _count(lambda v: v == -jnp.inf, jtu.tree_leaves(lam))
-        total_invalid = state.num_invalid + jnp.asarray(num_invalid, jnp.int32)
-        new_state = state._replace(log_magnitudes=lam, num_pruned=pruned, num_invalid=total_invalid)
-        return increments, new_state
+        hyper = (inv_temperature, eta, max_delta)
+        hyper = jtu.tree_map(lambda h: jnp.asarray(h, jnp.result_type(float)), hyper)
+        return _update(updates, state, params, hyper, renormalize=renormalize, invalid=invalid)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@eqx.filter_jit
+def _update(updates, state, params, hyper, *, renormalize, invalid):
+    """Steps 2–6 of design doc §2 (compiled once per shapes; β, η, max_delta are traced)."""
+    inv_temperature, eta, max_delta = hyper
+    if isinstance(updates, ExpertLogLikelihoods):
+        loglik, num_invalid = updates.log_likelihoods, updates.num_invalid
+    else:
+        loglik, num_invalid, _ = likelihood_from_grads(
+            updates, state.signs, inv_temperature, eta, invalid
+        )
+    lam = jtu.tree_map(lambda v, L: (v + L).astype(v.dtype), state.log_magnitudes, loglik)
+    lam = _project(lam, state.log_norm, renormalize, max_delta)
+    new = _parameters(lam, state.signs, state.origin)
+    increments = jtu.tree_map(lambda n, p: (n - p).astype(p.dtype), new, params)
+    pruned = _count(lambda v: v == -jnp.inf, jtu.tree_leaves(lam))
+    total_invalid = state.num_invalid + jnp.asarray(num_invalid, jnp.int32)
+    new_state = state._replace(log_magnitudes=lam, num_pruned=pruned, num_invalid=total_invalid)
+    return increments, new_state
 
 
 def _project(lam, log_norm, renormalize, max_delta):

@@ -17,7 +17,11 @@ from ._learner import (
 from ._learners._adam import adam as adam
 from ._learners._nte import NTELearner as NTELearner, NTEState as NTEState, nte as nte
 from ._learners._optax import OptaxLearner as OptaxLearner, OptaxState as OptaxState
-from ._learners._scaled_sgd import scaled_sgd as scaled_sgd
+from ._learners._scaled_sgd import (
+    ScaledSGDLearner as ScaledSGDLearner,
+    ScaledSGDState as ScaledSGDState,
+    scaled_sgd as scaled_sgd,
+)
 from ._learners._sgd import sgd as sgd
 from ._metrics import Metrics as Metrics, metrics as metrics
 from ._run import Result as Result, load_tasks as load_tasks, run as run

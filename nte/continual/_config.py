@@ -44,7 +44,9 @@ class Config:
     `learner_kwargs` (extra keyword arguments of the learner's factory).
 
     **Training:** `epochs` per task, `batch_size`, `seeds` (independent models trained in one
-    compiled program, with seeds `seed, seed + 1, ...`), `seed`.
+    compiled program, with seeds `seed, seed + 1, ...`), `seed`, `seed_mode` (`"vmap"`: `jax.vmap`
+    over seeds; `"map"`: `lax.map` over seeds, sequential but keeping `lax.cond`s cheap;
+    `"auto"`: the learner's preference, `AbstractLearner.vmap_seeds`).
 
     **Evaluation and checkpoints:** `eval_every` (also evaluate every k steps of a task; 0:
     only after each task), `checkpoint_every` (also checkpoint every k steps; 0: only at task
@@ -77,6 +79,7 @@ class Config:
     learner_kwargs: dict = dataclasses.field(default_factory=dict)
     seeds: int = 1
     seed: int = 0
+    seed_mode: str = "auto"
     eval_every: int = 0
     checkpoint_every: int = 0
     eval_batch_size: int = 1024
@@ -90,6 +93,7 @@ class Config:
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"`{name}` must be a string, got {getattr(self, name)!r}.")
         check_choice(self.scenario, SCENARIOS, "scenario")
+        check_choice(self.seed_mode, ("auto", "vmap", "map"), "seed_mode")
         check_choice(self.parameterization, ("standard", "ntk"), "parameterization")
         _int(self.tasks, "tasks", 1)
         _int(self.width, "width", 1)

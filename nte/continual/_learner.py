@@ -6,59 +6,12 @@ batch updates it, what happens at a task boundary and which model is evaluated o
 harness ([`nte.continual.run`][]) owns everything else: data on device, batching, permutations,
 evaluation, seeds (`vmap`), checkpoints, metrics.
 
-## The interface (read this to add a learner)
-
-Subclass [`nte.continual.AbstractLearner`][] (an `eqx.Module`; hyperparameters are its fields)
-and implement three methods. All are pure functions of pytrees: the harness calls them inside
-ONE `jax.jit`-compiled `lax.scan` over steps and `jax.vmap` over seeds, so they must be
-traceable (no Python control flow on array values, no host callbacks, no side effects).
-
-- `init(model, *, key) -> state`: build the training state from a freshly initialised model.
-  `state` is any pytree (usually an `eqx.Module`) holding the model, optimizer state and
-  anything else (EWC's Fisher and anchors, a hypernetwork's snapshots). Its array leaves must
-  keep their shapes and dtypes across `step`/`end_task` (they are carried by `lax.scan` and
-  serialised by checkpoints with `eqx.tree_serialise_leaves`). Non-array leaves (activation
-  functions, static fields) are kept from `init`. Do not store PRNG keys as typed key arrays;
-  store `jax.random.key_data(key)` (a `uint32` array) if a learner needs one.
-- `step(state, x, y, task) -> (state, aux)`: one update on one batch. `x` is
-  `Float[Array, "batch features"]` (already permuted and flattened by the harness), `y` is
-  `Int[Array, "batch"]` (already remapped for the scenario), `task` is a [`nte.continual.Task`][]
-  (`task.index`, an int32 scalar, and `task.mask`, a bool `[classes]` mask of the logits this
-  task may use: all true for permuted, domain and class-incremental tasks). `aux` is a dict of
-  scalar arrays (at least `"loss"`), logged by the harness.
-- `eval_model(state, task_index) -> model`: the model that predicts on task `task_index` (an
-  int32 scalar array, possibly traced). Most learners return `state.model`; a hypernetwork
-  generates the task's weights here.
-
-Optionally override:
-
-- `end_task(state, task_index, x, y, task, *, key) -> state`: called once after the last step
-  of each task, with a sample of that task's training data (`x`, `y` of a fixed size chosen by
-  the harness, drawn on device) and a fresh `key`. Default: return `state` unchanged. EWC
-  computes its Fisher information here; a hypernetwork snapshots its task embedding.
-
-Use [`nte.continual.cross_entropy`][] (masked softmax cross-entropy on ONE example; the masked
-logits get exactly zero gradient) as the loss so that every learner trains the same objective.
-
-Finally register a builder that maps a [`nte.continual.Config`][] onto the learner, so that
-`Config(learner="<name>")` and `--learner <name>` work:
-
-```python
-@register_learner("sgd")
-def _from_config(config):
-    return sgd(config.lr, momentum=config.momentum)
-```
-
-Learner-specific hyperparameters that have no flag of their own go in
-`Config.learner_kwargs` (a dict; `--learner-kwargs '{"ewc_lambda": 100}'`). Put the learner in
-its own module `nte/continual/_learners/_<name>.py`, import that module in
-`nte/continual/_learners/__init__.py` and export its public factory in
-`nte/continual/__init__.py`.
+The interface is documented on `AbstractLearner` (read it to add a learner).
 """
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -140,17 +93,61 @@ def predict(logits: Float[Array, "... classes"], mask: Bool[Array, " classes"]) 
 
 
 class AbstractLearner(eqx.Module):
-    """A continual-learning method, as four pure, jittable, vmappable functions.
+    """A continual-learning method, as pure, jittable, vmappable functions of a state pytree.
 
-    See the module documentation of `nte.continual` (and the tutorial) for the full contract;
-    in short:
+    Subclass it (an `eqx.Module` whose fields are the hyperparameters) and implement `init`,
+    `step` and `eval_model`. The harness calls them inside ONE `jax.jit`-compiled loop over
+    steps and `jax.vmap` (or `lax.map`) over seeds, so they must be traceable: no Python control
+    flow on array values, no host callbacks, no side effects.
 
-    - `init(model, *, key) -> state`;
-    - `step(state, x, y, task) -> (state, aux)` on one batch;
-    - `end_task(state, task_index, x, y, task, *, key) -> state` at each task boundary
-      (default: identity);
-    - `eval_model(state, task_index) -> model` (the model evaluated on a task).
+    - `init(model, *, key) -> state`: the training state built from a freshly initialised
+      model. `state` is any pytree (usually an `eqx.Module`) holding the model, the optimizer
+      state and anything else (EWC's Fisher and anchors, a hypernetwork's snapshots). Its array
+      leaves must keep their shapes and dtypes across `step`/`end_task` (they are the loop
+      carry and are checkpointed with `eqx.tree_serialise_leaves`). Non-array leaves
+      (activation functions, static fields) are kept from `init`, so create every leaf that
+      changes later as a JAX array (`jnp.zeros(())`, not `0.0`). Store a PRNG key as
+      `jax.random.key_data(key)` (a `uint32` array), not as a typed key array.
+    - `step(state, x, y, task) -> (state, aux)`: one update on one batch. `x` is
+      `Float[Array, "batch features"]` (already permuted and flattened by the harness), `y`
+      is `Int[Array, "batch"]` (already remapped for the scenario), `task` is a
+      [`nte.continual.Task`][]: `task.index` (an int32 scalar) and `task.mask` (a bool
+      `[classes]` mask of the logits the task may use; all true except for task-incremental
+      split tasks). `aux` is a dict of scalar arrays with at least `"loss"`.
+    - `eval_model(state, task_index) -> model`: the model (a callable on ONE example) that
+      predicts on task `task_index` (an int32 scalar array, possibly traced). Most learners
+      return `state.model`; a hypernetwork generates the task's weights here.
+
+    Optionally override:
+
+    - `end_task(state, task_index, x, y, task, *, key) -> state`: called once after the last
+      step of each task, with a sample of that task's training data (`Config.end_task_examples`
+      examples drawn on device, already permuted/remapped) and a fresh `key`. Default: the
+      identity (and then the harness compiles nothing for it). EWC computes its Fisher here; a
+      hypernetwork snapshots its outputs.
+    - `vmap_seeds` (a `ClassVar[bool]`, default `True`): with `Config.seed_mode="auto"`,
+      several seeds are trained with `jax.vmap` (`True`) or `lax.map` (`False`: better for
+      learners using `lax.cond`, whose both branches run under `vmap`).
+
+    Train on [`nte.continual.cross_entropy`][] (masked softmax cross-entropy on ONE example;
+    masked logits get exactly zero gradient) so that every learner has the same objective.
+
+    Finally register a builder mapping a [`nte.continual.Config`][] onto the learner, so that
+    `Config(learner="<name>")` and `--learner <name>` work:
+
+    ```python
+    @register_learner("sgd")
+    def _from_config(config):
+        return sgd(config.lr, momentum=config.momentum, **config.learner_kwargs)
+    ```
+
+    Hyperparameters without a flag of their own go in `Config.learner_kwargs` (a dict;
+    `--learner-kwargs '{"ewc_lambda": 100}'`). Put the learner in its own module
+    `nte/continual/_learners/_<name>.py`, import it in `nte/continual/_learners/__init__.py`
+    and export its public names in `nte/continual/__init__.py`.
     """
+
+    vmap_seeds: ClassVar[bool] = True
 
     @abc.abstractmethod
     def init(self, model: eqx.Module, *, key: PRNGKeyArray) -> PyTree:

@@ -93,14 +93,13 @@ class Result:
 
 
 def _json(x: Any) -> Any:
-    x = np.asarray(x, np.float64) if np.ndim(x) or isinstance(x, np.floating) else x
-    if isinstance(x, np.ndarray):
-        return (
-            [None if np.isnan(v) else float(v) for v in x.ravel()]
-            if x.ndim <= 1
-            else [_json(v) for v in x]
-        )
-    return x
+    """Numbers and arrays as (nested lists of) floats; nan becomes None."""
+    if isinstance(x, (bool, int, str)) or x is None:
+        return x
+    x = np.asarray(x, np.float64)
+    if x.ndim == 0:
+        return None if np.isnan(x) else float(x)
+    return [_json(v) for v in x]
 
 
 def load_tasks(config: Config, dataset: Any = None) -> Tasks:
@@ -123,9 +122,13 @@ def _device_tasks(tasks: Tasks) -> dict[str, jax.Array]:
 class _Programs:
     """The compiled programs of one run (train chunk, end of task, evaluation), timed."""
 
-    def __init__(self, config: Config, tasks: Tasks, learner: AbstractLearner, static: Any):
-        self.config, self.learner, self.static = config, learner, static
+    def __init__(self, config: Config, tasks: Tasks, learner: AbstractLearner):
+        self.config, self.learner, self.static = config, learner, None
         self.n_tasks = tasks.n_tasks
+        self.model_sizes = (tasks.num_features, tasks.num_outputs)
+        self.has_end_task = type(learner).end_task is not AbstractLearner.end_task
+        mode = config.seed_mode
+        self.use_vmap = type(learner).vmap_seeds if mode == "auto" else mode == "vmap"
         self.cache: dict[Any, Callable] = {}
         self.compile_time = 0.0
 
@@ -138,11 +141,38 @@ class _Programs:
             self.compile_time += time.perf_counter() - t0
         return self.cache[key]
 
+    def init(self, keys):
+        """The stacked initial states (arrays only); sets `self.static` on first use."""
+        init = self._compiled("init", lambda k: eqx.filter(self._init(k), eqx.is_array), keys)
+        if self.static is None:
+            shapes = eqx.filter_eval_shape(self._init, keys)  # no FLOPs: the non-array parts
+            self.static = eqx.filter(shapes, eqx.is_array, inverse=True)
+        return init(keys)
+
+    def _init(self, keys):
+        config, (d_in, d_out) = self.config, self.model_sizes
+
+        def one_seed(k):
+            model = MLP(
+                d_in,
+                config.width,
+                config.depth,
+                d_out,
+                use_bias=config.use_bias,
+                parameterization=config.parameterization,
+                key=k[0],
+            )
+            return self.learner.init(model, key=k[1])
+
+        return eqx.filter_vmap(one_seed)(keys)
+
     def train(self, arrays, dev, keys, t: int, epoch: int, start: int, length: int):
         args = (arrays, dev, keys, np.int32(t), np.int32(epoch), np.int32(start), np.int32(length))
         return self._compiled("train", self._train, *args)(*args)
 
     def end_task(self, arrays, dev, keys, t: int):
+        if not self.has_end_task:  # the default hook is the identity: nothing to compile
+            return arrays
         args = (arrays, dev, keys, np.int32(t))
         return self._compiled("end_task", self._end_task, *args)(*args)
 
@@ -173,7 +203,7 @@ class _Programs:
             arr, total = lax.fori_loop(0, length, body, (arr, jnp.zeros((), jnp.float32)))
             return arr, total / length
 
-        return jax.vmap(one_seed)(arrays, keys)
+        return _over_seeds(one_seed, arrays, keys, use_vmap=self.use_vmap)
 
     def _end_task(self, arrays, dev, keys, t):
         n = self.config.end_task_examples
@@ -186,7 +216,7 @@ class _Programs:
             state = self.learner.end_task(self._state(arr), t, x, y, task, key=jr.fold_in(key, 1))
             return eqx.filter(state, eqx.is_array)
 
-        return jax.vmap(one_seed)(arrays, keys)
+        return _over_seeds(one_seed, arrays, keys, use_vmap=self.use_vmap)
 
     def _evaluate(self, arrays, dev):
         maxn = dev["test_index"].shape[1]
@@ -204,23 +234,38 @@ class _Programs:
 
             return lax.map(one_task, jnp.arange(self.n_tasks, dtype=jnp.int32))
 
-        return jax.vmap(one_seed)(arrays)
+        return _over_seeds(one_seed, arrays, use_vmap=self.use_vmap)
 
 
-def _init_states(config: Config, tasks: Tasks, learner: AbstractLearner, keys: jax.Array):
-    def one_seed(k):
-        model = MLP(
-            tasks.num_features,
-            config.width,
-            config.depth,
-            tasks.num_outputs,
-            use_bias=config.use_bias,
-            parameterization=config.parameterization,
-            key=k[0],
-        )
-        return learner.init(model, key=k[1])
+def _over_seeds(fn: Callable, *args, use_vmap: bool = True):
+    """`fn` over the leading seed axis: `jax.vmap`, or `lax.map` if not `use_vmap`.
 
-    return eqx.filter_jit(eqx.filter_vmap(one_seed))(keys)
+    A single seed is neither: without `vmap` a learner's `lax.cond`s stay conditionals (under
+    `vmap` with a batched predicate both branches run).
+    """
+    n = jax.tree_util.tree_leaves(args)[0].shape[0]
+    if n > 1:
+        return jax.vmap(fn)(*args) if use_vmap else lax.map(lambda a: fn(*a), args)
+    out = fn(*jax.tree_util.tree_map(lambda v: v[0], args))
+    return jax.tree_util.tree_map(lambda v: v[None], out)
+
+
+_CACHE: dict[str, _Programs] = {}
+_CACHE_SIZE = 8
+
+
+def _programs(config: Config, tasks: Tasks) -> _Programs:
+    """The compiled programs for `config`, reused across runs whose programs are identical."""
+    fields = config.identity()
+    for name in ("seed", "task_seed", "eval_every", "checkpoint_every"):
+        fields.pop(name)  # these change arguments, not programs
+    arrays = {n: np.shape(getattr(tasks, n)) for n in ("x_train", "x_test", "train_index")}
+    key = json.dumps([fields, arrays, tasks.test_index.shape], sort_keys=True, default=str)
+    if key not in _CACHE:
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _Programs(config, tasks, make_learner(config))
+    return _CACHE[key]
 
 
 def _steps_per_epoch(config: Config, tasks: Tasks) -> list[int]:
@@ -284,17 +329,19 @@ def run(config: Config, *, dataset: Any = None) -> Result:
         raise TypeError(f"`config` must be an nte.continual.Config, got {type(config).__name__}.")
     t_start = time.perf_counter()
     tasks = load_tasks(config, dataset)
-    learner = make_learner(config)
+    folder = Path(config.out) / "checkpoint" if config.out is not None else None
+    if folder is not None:
+        ckpt.check_config(folder, config.identity())
+    prog = _programs(config, tasks)
+    compile0 = prog.compile_time
     S, T = config.seeds, tasks.n_tasks
     spe = _steps_per_epoch(config, tasks)
     n_steps = [config.epochs * k for k in spe]
     n_hist = sum(n // config.eval_every for n in n_steps) if config.eval_every else 0
     seeds = jnp.arange(config.seed, config.seed + S)
     keys = jax.vmap(lambda s: jr.split(jr.key(s), 4))(seeds)
-    states = _init_states(config, tasks, learner, keys)
-    arrays, static = eqx.partition(states, eqx.is_array)
+    arrays = prog.init(keys)
     dev = _device_tasks(tasks)
-    prog = _Programs(config, tasks, learner, static)
 
     ck = {
         "state": arrays,
@@ -306,9 +353,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
         "history": np.full((S, n_hist, T), np.nan, np.float32),
         "history_steps": np.full(n_hist, -1, np.int64),
     }
-    folder = Path(config.out) / "checkpoint" if config.out is not None else None
     if folder is not None:
-        ckpt.check_config(folder, config.identity())
         loaded = ckpt.load(folder, ck)
         if loaded is not None:
             ck = {k: (v if k == "state" else np.asarray(v)) for k, v in loaded.items()}
@@ -384,9 +429,9 @@ def run(config: Config, *, dataset: Any = None) -> Result:
         wall_time=wall,
         train_time=times["train"],
         eval_time=times["eval"],
-        compile_time=prog.compile_time,
+        compile_time=prog.compile_time - compile0,
         steps_per_second=(int(ck["done_steps"]) - done0) / max(times["train"], 1e-12),
-        state=merge(ck["state"], static),
+        state=merge(ck["state"], prog.static),
     )
 
 

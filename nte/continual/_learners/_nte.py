@@ -1,7 +1,11 @@
-"""The Neural Tangent Ensemble posterior update ([`nte.nte`][]) as a continual learner."""
+"""The Neural Tangent Ensemble posterior update (`nte.nte`) as a continual learner."""
+
+from typing import ClassVar
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
+import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 import nte as _root  # the optimizer and likelihoods live in the top-level package
@@ -12,20 +16,26 @@ from .._learner import AbstractLearner, Task, batch_targets, cross_entropy, regi
 
 
 class NTEState(eqx.Module):
-    """Training state of an [`nte.continual.NTELearner`][]: model, optimizer state, fixed signs."""
+    """Training state of an [`nte.continual.NTELearner`][]: the model and the optimizer state.
+
+    `opt_state` is an `nte.ScaleByNTEState` (fixed signs, log-magnitudes, counters).
+    """
 
     model: eqx.Module
     opt_state: PyTree
-    signs: PyTree
 
 
 class NTELearner(AbstractLearner):
     """The NTE posterior update on per-example expert log-likelihoods (design doc §2).
 
     Each step computes `L_i = η Σ_b log(1 − β s_i g_{b,i})` with
-    [`nte.expert_log_likelihoods`][] (no `B × N` tensor when `method="auto"` can avoid it) and
-    applies [`nte.nte`][] to it. Build it with [`nte.continual.nte`][].
+    `nte.expert_log_likelihoods` (no `B × N` tensor when `method="auto"` can avoid it) and
+    applies `nte.nte` to it. Build it with [`nte.continual.nte`][].
     """
+
+    # Its likelihood uses `lax.cond` (series vs chunked, the "cap" second pass); under `vmap`
+    # with a batched predicate both branches run, so the harness maps over seeds instead.
+    vmap_seeds: ClassVar[bool] = False
 
     inv_temperature: float
     eta: float
@@ -48,12 +58,8 @@ class NTELearner(AbstractLearner):
         )
 
     def init(self, model: eqx.Module, *, key: PRNGKeyArray) -> NTEState:
-        params, static = split(model)
-        opt_state = self._optimizer(key).init(params)
-        signs = getattr(opt_state, "signs", None)
-        if signs is None:
-            signs = _root.sign_mask(params)
-        return NTEState(model, opt_state, signs)
+        params, _ = split(model)
+        return NTEState(model, self._optimizer(key).init(params))
 
     def step(
         self, state: NTEState, x: Float[Array, "batch ..."], y: Int[Array, " batch"], task: Task
@@ -65,18 +71,22 @@ class NTELearner(AbstractLearner):
             state.model,
             x,
             targets,
-            signs=state.signs,
+            signs=state.opt_state.signs,
             inv_temperature=self.inv_temperature,
             eta=self.eta,
             method=self.method,
             chunk_size=self.chunk_size,
+            invalid=self.invalid,
         )
         updates, opt_state = self._optimizer().update(loglik, state.opt_state, params)
-        new_params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
-        loss = jax.numpy.mean(
-            jax.vmap(cross_entropy, in_axes=(None, 0, 0))(state.model, x, targets)
-        )
-        return NTEState(merge(new_params, static), opt_state, state.signs), {"loss": loss}
+        loss = jnp.mean(jax.vmap(cross_entropy, in_axes=(None, 0, 0))(state.model, x, targets))
+        model = merge(optax.apply_updates(params, updates), static)
+        aux = {
+            "loss": loss,
+            "num_pruned": opt_state.num_pruned,
+            "num_invalid": opt_state.num_invalid,
+        }
+        return NTEState(model, opt_state), aux
 
     def eval_model(self, state: NTEState, task_index: Int[Array, ""]) -> eqx.Module:
         del task_index
@@ -101,8 +111,8 @@ def nte(
     - `inv_temperature`: β > 0, multiplies the per-example gradients.
     - `eta`: η > 0, the likelihood exponent (1 is the plain posterior).
     - `max_delta`: optional clip of `|Δ_i|` after renormalization.
-    - `renormalize`, `init_scale`, `invalid`: passed to [`nte.nte`][].
-    - `method`, `chunk_size`: passed to [`nte.expert_log_likelihoods`][].
+    - `renormalize`, `init_scale`, `invalid`: passed to `nte.nte`.
+    - `method`, `chunk_size`: passed to `nte.expert_log_likelihoods`.
 
     **Returns:**
 
@@ -113,7 +123,7 @@ def nte(
     if max_delta is not None:
         check_positive(max_delta, "max_delta")
     check_positive(init_scale, "init_scale", allow_zero=True)
-    check_choice(method, ("auto", "naive", "chunked", "series"), "method")
+    check_choice(method, ("auto", "vmap", "chunked", "series"), "method")
     return NTELearner(
         float(inv_temperature),
         float(eta),

@@ -1,0 +1,208 @@
+"""The paper's qualitative continual-learning claims at CPU scale; writes `docs/results.md`.
+
+    python -m experiments.claims            # full: permuted Fashion-MNIST, 5 tasks, 3 seeds
+    python -m experiments.claims --quick    # smoke test: permuted digits, tiny widths
+
+(a) First-task accuracy after 5 tasks for SGD with momentum 0 / 0.9 / 0.99 (paper, MNIST:
+0.886 / 0.70 / 0.31). (b) Adam vs SGD vs NTE across widths 100 / 400 / 1000 / 2000 (paper at
+~1e8 parameters: NTE 0.935, SGD 0.92, Adam <= 0.53). Every run is checkpointed under `--out`,
+so rerunning the same command resumes (finished runs are not repeated); `--report-only`
+rewrites the report from the runs finished so far.
+"""
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from nte import continual
+
+from . import _plots
+from .continual import run_one
+
+MOMENTA = (0.0, 0.9, 0.99)
+PAPER_A = {0.0: 0.886, 0.9: 0.70, 0.99: 0.31}
+PAPER_B = {"nte": 0.935, "sgd": 0.92, "adam": "<= 0.53"}
+
+
+def plan(args: argparse.Namespace) -> dict[str, continual.Config]:
+    """Every run of the experiment, by name."""
+    base = continual.Config(
+        dataset=args.dataset,
+        tasks=args.tasks,
+        epochs=1,
+        width=args.width,
+        depth=args.depth,
+        batch_size=args.batch_size,
+        seeds=args.seeds,
+        progress=args.progress,
+    )
+    runs = {}
+    for m in MOMENTA:
+        runs[f"a-sgd-momentum{m}"] = dataclasses.replace(
+            base, learner="sgd", lr=args.sgd_lr, momentum=m
+        )
+    hyper = {
+        "sgd": {"lr": args.sgd_lr},
+        "adam": {"lr": args.adam_lr},
+        "nte": {"beta": args.beta, "max_delta": args.max_delta},
+    }
+    for w in args.widths:
+        for learner, kw in hyper.items():
+            runs[f"b-{learner}-width{w}"] = dataclasses.replace(
+                base, learner=learner, width=w, **kw
+            )
+    return {name: dataclasses.replace(c, out=str(args.out / name)) for name, c in runs.items()}
+
+
+def _load(config: continual.Config) -> dict | None:
+    path = Path(config.out) / "metrics.json"
+    if not path.exists():
+        return None
+    m = json.loads(path.read_text())
+    return m if m["finished"] else None
+
+
+def _cell(values: list[float] | None) -> str:
+    if values is None:
+        return "not run"
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f} ± {v.std():.3f}"
+
+
+def _first_task(m: dict) -> list[float]:
+    return [R[-1][0] for R in m["R"]["per_seed"]]
+
+
+def report(args: argparse.Namespace, runs: dict[str, continual.Config], command: str) -> str:
+    """Markdown report of the finished runs (figures are written next to it)."""
+    docs = args.report.parent
+    figs = docs / "results"
+    figs.mkdir(parents=True, exist_ok=True)
+    done = {n: _load(c) for n, c in runs.items()}
+    base = next(iter(runs.values()))
+    lines = [
+        "# Results: the paper's continual-learning claims at CPU scale",
+        "",
+        f"Permuted {base.dataset}, {base.tasks} tasks, 1 epoch per task, MLP depth {base.depth} "
+        f"(width {base.width} unless noted), batch {base.batch_size}, {base.seeds} seeds "
+        "(mean ± std over seeds). Produced by:",
+        "",
+        f"```bash\n{command}\n```",
+        "",
+        "## (a) SGD momentum and forgetting of the first task",
+        "",
+        "| momentum | first-task accuracy after all tasks | ACC | paper (MNIST) |",
+        "|---|---|---|---|",
+    ]
+    first = {}
+    for m in MOMENTA:
+        r = done[f"a-sgd-momentum{m}"]
+        first[m] = None if r is None else _first_task(r)
+        acc = None if r is None else r["ACC"]["per_seed"]
+        lines.append(f"| {m} | {_cell(first[m])} | {_cell(acc)} | {PAPER_A[m]} |")
+    lines += ["", "## (b) Adam vs SGD vs NTE across widths", ""]
+    lines += ["| width | " + " | ".join(f"{k} ACC" for k in PAPER_B) + " |", "|---|---|---|---|"]
+    acc_by = {k: {} for k in PAPER_B}
+    for w in args.widths:
+        cells = []
+        for k in PAPER_B:
+            r = done[f"b-{k}-width{w}"]
+            cells.append(_cell(None if r is None else r["ACC"]["per_seed"]))
+            if r is not None:
+                acc_by[k][w] = np.asarray(r["ACC"]["per_seed"], dtype=float)
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    lines += ["", "Paper (~1e8 parameters): " + ", ".join(f"{k} {v}" for k, v in PAPER_B.items())]
+    lines += ["", "![accuracy vs width](results/acc_vs_width.png)", ""]
+    _width_plot(acc_by, figs / "acc_vs_width.png")
+    finished = {n: np.asarray(d["R"]["per_seed"]) for n, d in done.items() if d is not None}
+    if any(n.startswith("a-") for n in finished):
+        _plots.compare(
+            {n: R for n, R in finished.items() if n.startswith("a-")},
+            figs / "momentum.png",
+            "SGD momentum",
+        )
+        lines += ["![SGD momentum](results/momentum.png)", ""]
+    lines += ["## Per-run accuracy matrices", ""]
+    for n in runs:
+        if done[n] is not None:
+            R = np.asarray(done[n]["R"]["per_seed"])
+            _plots.accuracy_matrix(R, figs / f"{n}.png", n)
+            lines.append(f"![{n}](results/{n}.png)")
+    return "\n".join(lines) + "\n"
+
+
+def _width_plot(acc_by: dict, path: Path) -> None:
+    plt = _plots._plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for k, by_width in acc_by.items():
+        if by_width:
+            ws = sorted(by_width)
+            ax.errorbar(
+                ws,
+                [by_width[w].mean() for w in ws],
+                yerr=[by_width[w].std() for w in ws],
+                marker="o",
+                capsize=2,
+                label=k,
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("width")
+    ax.set_ylabel("average accuracy after all tasks")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    _plots._save(fig, path)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.claims", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny smoke configuration (digits)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--tasks", type=int, default=5)
+    p.add_argument("--width", type=int, default=1000)
+    p.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], default=None)
+    p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--sgd-lr", type=float, default=0.01)
+    p.add_argument("--adam-lr", type=float, default=1e-3)
+    p.add_argument("--beta", type=float, default=0.01)
+    p.add_argument("--max-delta", type=float, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--report", type=Path, default=None)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    if args.quick:
+        args.dataset, args.tasks, args.width, args.seeds = "digits", 3, 64, 2
+        args.widths = args.widths or [16, 64]
+        args.batch_size = 32
+    args.widths = args.widths or [100, 400, 1000, 2000]
+    args.out = args.out or Path("runs/claims-quick" if args.quick else "runs/claims")
+    args.report = args.report or (
+        args.out / "results.md" if args.quick else Path("docs/results.md")
+    )
+    runs = plan(args)
+    if not args.report_only:
+        for name, config in runs.items():
+            if _load(config) is None:
+                print(f"== {name}", flush=True)
+                run_one(config)
+    command = "python -m experiments.claims " + shlex.join(argv)
+    text = report(args, runs, command.strip())
+    continual._run.write_json(args.out / "index.json", {n: c.to_dict() for n, c in runs.items()})
+    continual._checkpoint.atomic_write_text(args.report, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
