@@ -172,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sgd-lr", type=float, default=0.01)
     p.add_argument("--adam-lr", type=float, default=1e-3)
     p.add_argument("--beta", type=float, default=0.01)
-    p.add_argument("--max-delta", type=float, default=None)
+    p.add_argument("--max-delta", type=float, default=0.1)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--report", type=Path, default=None)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
