@@ -104,7 +104,11 @@ def _layer_stats(ctx, i, D, A, beta, bound_limit, terms):
         pick = lambda t: series.linear_nodes(t)[i].weight
         return pick(st.sums), st.max_u.astype(D.dtype), pick(st.bad)
 
-    w_sum, w_max, w_bad = jax.lax.cond(U < bound_limit, by_series, by_chunks)
+    use_series = U < bound_limit
+    if terms is None:  # adaptive orders: only where MAX_TERMS orders reach the dtype's epsilon
+        tail = U**series.MAX_TERMS / ((series.MAX_TERMS + 1) * (1 - jnp.minimum(U, 0.999)))
+        use_series = use_series & (tail <= jnp.finfo(D.dtype).eps)
+    w_sum, w_max, w_bad = jax.lax.cond(use_series, by_series, by_chunks)
     if node.bias is None:
         return (w_sum, None), w_max, (w_bad, None)
     b_sum, b_max, b_bad = series.bias_stats(D, s_node.bias, beta)

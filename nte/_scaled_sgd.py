@@ -37,7 +37,9 @@ def scale_by_scaled_sgd(
     optionally Δ is rescaled to the initial L1 norm Z (`renormalize`) and clipped to
     |Δ| ≤ `max_delta` keeping its sign. Δ = θ (θ0 = 0).
 
-    It agrees with [`nte.scale_by_nte`][] to first order in lr = ηβ. **Signs can flip:** one
+    As long as no example overshoots (lr·s·g < 1), one example multiplies Δ by (1 − lr s g), so
+    a batch multiplies it by Π_b (1 − lr s g_b) = exp(L): with `renormalize=True` this equals
+    [`nte.scale_by_nte`][] with β = lr, η = 1 (up to rounding). **Signs can flip:** one
     example multiplies Δ_i by (1 − lr·s_i·g_{b,i}), so Δ_i changes sign exactly when
     lr·s_i·g_{b,i} > 1 (an overshoot) and becomes exactly 0 when it equals 1; below that it
     keeps its sign. The multiplicative [`nte.scale_by_nte`][] never flips a sign.

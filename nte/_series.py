@@ -112,7 +112,14 @@ def series_sum(D: Array, A: Array, s: Array, beta, bound: Array, terms: int | No
     Only valid for `bound` = U < 1.
     """
     dtype = D.dtype
-    sb = jnp.asarray(beta, dtype) * s.astype(dtype)
+    # Per example, u_b = s ⊙ D̂_b Â_bᵀ with D̂_b = c_b δ_b/‖δ_b‖∞, Â_b = a_b/‖a_b‖∞ and
+    # c_b = β‖δ_b‖∞‖a_b‖∞ ≤ U: every factor is ≤ 1 in magnitude, so no power overflows.
+    d_norm = jnp.max(jnp.abs(D), axis=1, keepdims=True)
+    a_norm = jnp.max(jnp.abs(A), axis=1, keepdims=True)
+    d_norm, a_norm = jnp.where(d_norm > 0, d_norm, 1), jnp.where(a_norm > 0, a_norm, 1)
+    D = D / d_norm * (jnp.asarray(beta, dtype) * d_norm * a_norm)
+    A = A / a_norm
+    sb = s.astype(dtype)
 
     def add(m, total, Dm, Am, sbm):
         Dm, Am, sbm = Dm * D, Am * A, sbm * sb

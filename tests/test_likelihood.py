@@ -1,0 +1,207 @@
+"""Tests of nte/_likelihood.py and nte/_series.py: expert log-likelihoods (§6 item 11)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+import pytest
+
+import nte
+
+
+@pytest.fixture
+def x64():
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", old)
+
+
+def _loss(model, x, y):
+    return -jax.nn.log_softmax(model(x))[y]
+
+
+class _Scaled(eqx.Module):
+    """A model with a non-Linear parameter (`gain`) and a Linear layer: exercises the fallback."""
+
+    gain: jax.Array
+    mlp: nte.nn.MLP
+
+    def __call__(self, x):
+        return self.mlp(self.gain * x)
+
+
+def _reference(model, x, y, signs, beta, eta):
+    """Python loop over examples in NumPy float64 (no invalid experts in these tests)."""
+    params, static = nte.split(model)
+    total = None
+    for b in range(x.shape[0]):
+        g = jax.grad(lambda p, b=b: _loss(nte.merge(p, static), x[b], y[b]))(params)
+        term = jtu.tree_map(
+            lambda gi, s: eta * np.log1p(-beta * np.asarray(s, np.float64) * np.asarray(gi)),
+            g,
+            signs,
+        )
+        total = term if total is None else jtu.tree_map(np.add, total, term)
+    return total
+
+
+def _assert_close(a, b, rtol):
+    for u, v in zip(jtu.tree_leaves(a), jtu.tree_leaves(b)):
+        scale = float(np.max(np.abs(np.asarray(v))))
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("parameterization", ["standard", "ntk"])
+def test_methods_agree_float32(getkey, parameterization):  # §6.11
+    model = nte.nn.MLP(6, 8, 2, 4, parameterization=parameterization, key=getkey())
+    x, y = jax.random.normal(getkey(), (11, 6)), jnp.arange(11) % 4
+    signs = nte.sign_mask(nte.split(model)[0])
+    ref = _reference(model, x, y, signs, 0.05, 1.5)
+    for method in ["vmap", "chunked", "series", "auto"]:
+        out = nte.expert_log_likelihoods(
+            _loss,
+            model,
+            x,
+            y,
+            signs=signs,
+            inv_temperature=0.05,
+            eta=1.5,
+            method=method,
+            chunk_size=4,  # 11 = 4 + 4 + 3: padded, masked chunk
+        )
+        assert int(out.num_invalid) == 0
+        _assert_close(out.log_likelihoods, ref, 1e-5)
+
+
+def test_methods_agree_float64_with_fallback_leaf(getkey, x64):
+    mlp = nte.nn.MLP(5, 7, 1, 3, key=getkey())
+    model = _Scaled(jnp.linspace(0.5, 1.5, 5), mlp)
+    x, y = jax.random.normal(getkey(), (6, 5)), jnp.arange(6) % 3
+    signs = nte.sign_mask(nte.split(model)[0])
+    ref = _reference(model, x, y, signs, 0.1, 1.0)
+    for method in ["vmap", "chunked", "series", "auto"]:
+        out = nte.expert_log_likelihoods(
+            _loss, model, x, y, signs=signs, inv_temperature=0.1, method=method, chunk_size=4
+        )
+        assert out.log_likelihoods.gain.dtype == jnp.float64
+        _assert_close(out.log_likelihoods, ref, 1e-10)
+
+
+def test_series_fixed_terms_truncation(getkey, x64):
+    """With M terms the error is the series remainder: tiny for small |βsg|, visible for few
+    terms with larger |βsg|."""
+    model = nte.nn.MLP(5, 7, 1, 3, use_bias=False, key=getkey())
+    x, y = jax.random.normal(getkey(), (6, 5)), jnp.arange(6) % 3
+    signs = nte.sign_mask(nte.split(model)[0])
+    beta = 0.3
+    ref = _reference(model, x, y, signs, beta, 1.0)
+    errs = []
+    for terms in [1, 2, 4, 8]:
+        out = nte.expert_log_likelihoods(
+            _loss,
+            model,
+            x,
+            y,
+            signs=signs,
+            inv_temperature=beta,
+            method="series",
+            series_terms=terms,
+        )
+        errs.append(
+            max(
+                float(np.max(np.abs(a - b)))
+                for a, b in zip(jtu.tree_leaves(out.log_likelihoods), jtu.tree_leaves(ref))
+            )
+        )
+    assert errs[0] > errs[1] > errs[2] > errs[3], errs
+
+
+def test_series_falls_back_where_it_diverges(getkey):
+    """β large enough that U ≥ 1 (and some experts invalid): series = chunked = vmap."""
+    model = nte.nn.MLP(4, 6, 1, 3, key=getkey())
+    x, y = 3 * jax.random.normal(getkey(), (5, 4)), jnp.arange(5) % 3
+    signs = nte.sign_mask(nte.split(model)[0])
+    outs = {
+        m: nte.expert_log_likelihoods(
+            _loss, model, x, y, signs=signs, inv_temperature=20.0, method=m, chunk_size=2
+        )
+        for m in ["vmap", "chunked", "series", "auto"]
+    }
+    assert int(outs["vmap"].num_invalid) > 0
+    assert float(outs["vmap"].inv_temperature) < 20.0  # capped
+    for m in ["chunked", "series", "auto"]:
+        assert int(outs[m].num_invalid) == int(outs["vmap"].num_invalid)
+        np.testing.assert_allclose(outs[m].inv_temperature, outs["vmap"].inv_temperature, 1e-6)
+        _assert_close(outs[m].log_likelihoods, outs["vmap"].log_likelihoods, 1e-5)
+        leaves = jtu.tree_leaves(outs[m].log_likelihoods)
+        assert all(bool(jnp.all(jnp.isfinite(v))) for v in leaves)
+
+
+@pytest.mark.parametrize("method", ["vmap", "chunked", "series"])
+def test_invalid_policies(getkey, method):
+    model = nte.nn.MLP(4, 6, 1, 3, key=getkey())
+    x, y = 3 * jax.random.normal(getkey(), (5, 4)), jnp.arange(5) % 3
+    signs = nte.sign_mask(nte.split(model)[0])
+    kw = dict(signs=signs, inv_temperature=20.0, method=method, chunk_size=2)
+    floor = nte.expert_log_likelihoods(_loss, model, x, y, invalid="floor", **kw)
+    assert int(floor.num_invalid) > 0 and float(floor.inv_temperature) == 20.0
+    leaves = jtu.tree_leaves(floor.log_likelihoods)
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in leaves)
+    with pytest.raises(Exception, match="inv_temperature"):
+        jax.block_until_ready(nte.expert_log_likelihoods(_loss, model, x, y, invalid="raise", **kw))
+
+
+def test_pruned_expert_gives_minus_inf():
+    """A linear model where β s g = 1 exactly for one weight."""
+    lin = eqx.nn.Linear(2, 1, use_bias=False, key=jax.random.key(0))
+    lin = eqx.tree_at(lambda m: m.weight, lin, jnp.array([[1.0, -1.0]]))
+    loss = lambda m, x, y: m(x)[0]  # gradient = x
+    x = jnp.array([[2.0, 0.5], [0.1, 0.2]])
+    signs = nte.sign_mask(nte.split(lin)[0])
+    for method in ["vmap", "chunked", "series", "auto"]:
+        out = nte.expert_log_likelihoods(
+            loss, lin, x, jnp.zeros(2), signs=signs, inv_temperature=0.5, method=method
+        )
+        w = out.log_likelihoods.weight
+        assert w[0, 0] == -jnp.inf and bool(jnp.isfinite(w[0, 1])), method
+        np.testing.assert_allclose(w[0, 1], np.log(1.25) + np.log(1.1), rtol=1e-6)
+
+
+def test_no_recompilation_under_jit(getkey):
+    model = nte.nn.MLP(4, 6, 1, 3, key=getkey())
+    signs = nte.sign_mask(nte.split(model)[0])
+
+    @eqx.filter_jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def f(model, x, y, beta):
+        return nte.expert_log_likelihoods(
+            _loss, model, x, y, signs=signs, inv_temperature=beta, method="auto"
+        )
+
+    for _ in range(3):
+        x, y = jax.random.normal(getkey(), (5, 4)), jnp.arange(5) % 3
+        out = f(model, x, y, jnp.asarray(0.01))
+        assert all(v.dtype == jnp.float32 for v in jtu.tree_leaves(out.log_likelihoods))
+
+
+def test_bad_input(getkey):
+    model = nte.nn.MLP(4, 6, 1, 3, key=getkey())
+    x, y = jnp.ones((3, 4)), jnp.zeros(3, int)
+    signs = nte.sign_mask(nte.split(model)[0])
+    kw = dict(signs=signs, inv_temperature=0.1)
+    with pytest.raises(ValueError, match="method"):
+        nte.expert_log_likelihoods(_loss, model, x, y, method="magic", **kw)
+    with pytest.raises(ValueError, match="invalid"):
+        nte.expert_log_likelihoods(_loss, model, x, y, invalid="ignore", **kw)
+    with pytest.raises(ValueError, match="inv_temperature"):
+        nte.expert_log_likelihoods(_loss, model, x, y, signs=signs, inv_temperature=0.0)
+    with pytest.raises(ValueError, match="eta"):
+        nte.expert_log_likelihoods(_loss, model, x, y, eta=-1.0, **kw)
+    with pytest.raises(ValueError, match="chunk_size"):
+        nte.expert_log_likelihoods(_loss, model, x, y, chunk_size=0, **kw)
+    with pytest.raises(ValueError, match="signs"):
+        nte.expert_log_likelihoods(_loss, model, x, y, signs={"a": 1}, inv_temperature=0.1)
+    with pytest.raises(ValueError, match="batch size"):
+        nte.expert_log_likelihoods(_loss, model, x, y[:2], **kw)
