@@ -176,7 +176,7 @@ def test_bad_input(getkey):
     with pytest.raises(ValueError, match="task_index"):
         learner.eval_model(state, jnp.int32(2))
     with pytest.raises(ValueError, match="task_index"):
-        learner.eval_model(state, -1)
+        learner.eval_model(state, jnp.int32(-1))
     traced = eqx.filter_jit(lambda s, t: learner.eval_model(s, t)(jnp.ones(5)))
     assert traced(state, jnp.int32(1)).shape == (3,)
     with pytest.raises(Exception, match="task embedding"):
