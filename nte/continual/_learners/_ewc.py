@@ -187,7 +187,7 @@ def _check_fisher(fisher: str, fisher_examples, fisher_chunk_size) -> None:
 
 def ewc(
     learning_rate: float,
-    ewc_lambda: float = 100.0,
+    ewc_lambda: float = 1.0,
     *,
     fisher: str = "empirical",
     fisher_examples: int | None = None,
@@ -225,7 +225,7 @@ def ewc(
 
 def online_ewc(
     learning_rate: float,
-    ewc_lambda: float = 100.0,
+    ewc_lambda: float = 1.0,
     gamma: float = 1.0,
     *,
     fisher: str = "empirical",

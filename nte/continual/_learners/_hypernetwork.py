@@ -200,7 +200,7 @@ def hypernetwork(
     learning_rate: float = 1e-3,
     *,
     max_tasks: int,
-    beta_output: float = 0.01,
+    beta_output: float = 0.1,
     embedding_size: int = 32,
     chunk_size: int = 2000,
     chunk_embedding_size: int = 32,
