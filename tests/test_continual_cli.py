@@ -39,3 +39,18 @@ def test_cli_writes_config_metrics_and_plots(tmp_path):
     for png in ("accuracy_matrix.png", "per_task_accuracy.png"):
         assert (folder / png).read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "comparison.png").exists() and "sgd" in overview
+
+
+def test_claims_plan_covers_both_claims(tmp_path):
+    from experiments import claims
+
+    args = claims.parser().parse_args(["--widths", "100,400", "--out", str(tmp_path)])
+    args.widths = [100, 400]
+    runs = claims.plan(args)
+    momenta = sorted(c.momentum for n, c in runs.items() if n.startswith("a-"))
+    assert momenta == [0.0, 0.9, 0.99]
+    b = {(c.learner, c.width) for n, c in runs.items() if n.startswith("b-")}
+    assert b == {(k, w) for k in ("sgd", "adam", "nte") for w in (100, 400)}
+    for c in runs.values():
+        assert (c.dataset, c.tasks, c.epochs, c.seeds) == ("fashion_mnist", 5, 1, 3)
+        assert c.out.startswith(str(tmp_path))

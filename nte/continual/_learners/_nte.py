@@ -1,4 +1,4 @@
-"""The Neural Tangent Ensemble posterior update (`nte.nte`) as a continual learner."""
+"""The Neural Tangent Ensemble posterior update ([`nte.nte`][]) as a continual learner."""
 
 from typing import ClassVar
 
@@ -18,7 +18,7 @@ from .._learner import AbstractLearner, Task, batch_targets, cross_entropy, regi
 class NTEState(eqx.Module):
     """Training state of an [`nte.continual.NTELearner`][]: the model and the optimizer state.
 
-    `opt_state` is an `nte.ScaleByNTEState` (fixed signs, log-magnitudes, counters).
+    `opt_state` is an [`nte.ScaleByNTEState`][] (fixed signs, log-magnitudes, counters).
     """
 
     model: eqx.Module
@@ -29,8 +29,8 @@ class NTELearner(AbstractLearner):
     """The NTE posterior update on per-example expert log-likelihoods (design doc §2).
 
     Each step computes `L_i = η Σ_b log(1 − β s_i g_{b,i})` with
-    `nte.expert_log_likelihoods` (no `B × N` tensor when `method="auto"` can avoid it) and
-    applies `nte.nte` to it. Build it with [`nte.continual.nte`][].
+    [`nte.expert_log_likelihoods`][] (no `B × N` tensor when `method="auto"` can avoid it) and
+    applies [`nte.nte`][] to it. Build it with [`nte.continual.nte`][].
     """
 
     # Its likelihood uses `lax.cond` (series vs chunked, the "cap" second pass); under `vmap`
@@ -111,8 +111,8 @@ def nte(
     - `inv_temperature`: β > 0, multiplies the per-example gradients.
     - `eta`: η > 0, the likelihood exponent (1 is the plain posterior).
     - `max_delta`: optional clip of `|Δ_i|` after renormalization.
-    - `renormalize`, `init_scale`, `invalid`: passed to `nte.nte`.
-    - `method`, `chunk_size`: passed to `nte.expert_log_likelihoods`.
+    - `renormalize`, `init_scale`, `invalid`: passed to [`nte.nte`][].
+    - `method`, `chunk_size`: passed to [`nte.expert_log_likelihoods`][].
 
     **Returns:**
 

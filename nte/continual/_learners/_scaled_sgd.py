@@ -22,7 +22,7 @@ class ScaledSGDState(eqx.Module):
 
 
 class ScaledSGDLearner(AbstractLearner):
-    """Scaled SGD on per-example gradients (`nte.scale_by_scaled_sgd`, design doc §3).
+    """Scaled SGD on per-example gradients ([`nte.scale_by_scaled_sgd`][], design doc §3).
 
     Each step computes the per-example gradients of [`nte.continual.cross_entropy`][] and
     applies `Δ ← Δ − lr·|Δ|⊙g_b` for every example of the batch in turn. Build it with
@@ -59,7 +59,7 @@ class ScaledSGDLearner(AbstractLearner):
 def scaled_sgd(
     learning_rate: float, *, renormalize: bool = False, max_delta: float | None = None
 ) -> ScaledSGDLearner:
-    """Scaled SGD: per example `Δ ← Δ − lr·|Δ|⊙g_b` (`nte.scale_by_scaled_sgd`).
+    """Scaled SGD: per example `Δ ← Δ − lr·|Δ|⊙g_b` ([`nte.scale_by_scaled_sgd`][]).
 
     **Arguments:**
 
