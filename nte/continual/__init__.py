@@ -31,3 +31,18 @@ from ._learners._sgd import sgd as sgd
 from ._metrics import Metrics as Metrics, metrics as metrics
 from ._run import Result as Result, load_tasks as load_tasks, run as run
 from ._tasks import Tasks as Tasks, permuted_tasks as permuted_tasks, split_tasks as split_tasks
+
+# --- baselines ---
+# isort: split
+from ._fisher import ewc_penalty as ewc_penalty, fisher_diagonal as fisher_diagonal
+from ._learners._ewc import (
+    EWCLearner as EWCLearner,
+    EWCState as EWCState,
+    ewc as ewc,
+    online_ewc as online_ewc,
+)
+from ._learners._hypernetwork import (
+    HypernetworkLearner as HypernetworkLearner,
+    HypernetworkState as HypernetworkState,
+    hypernetwork as hypernetwork,
+)

@@ -1,0 +1,272 @@
+"""Elastic weight consolidation (Kirkpatrick et al. 2017) and online EWC (Schwarz et al. 2018).
+
+## Offline EWC: all past quadratics in three fixed-shape buffers
+
+EWC trains task `T` on `L_T(θ) + (λ/2) Σ_{t<T} Σ_i F_{t,i} (θ_i − θ*_{t,i})²`, one quadratic per
+past task (Fisher `F_t`, anchor `θ*_t` = the parameters after task `t`). A sum of diagonal
+quadratics is again one diagonal quadratic plus a constant:
+
+```
+Σ_t F_t (θ − θ*_t)² = F̄ (θ − θ̄)² + C     (elementwise, then summed over i)
+F̄ = Σ_t F_t        θ̄ = Σ_t F_t θ*_t / F̄  (θ̄ = θ*_t where F̄ = 0)
+C = Σ_t F_t θ*_t² − F̄ θ̄²                 (≥ 0, does not depend on θ)
+```
+
+so the state keeps `fisher = F̄`, `anchor = θ̄` and the scalar `offset = Σ_i C_i`, whatever the
+number of tasks (the `lax.scan` carry of the harness has fixed shapes). Adding task `t` uses
+the stable update `a(θ−p)² + b(θ−q)² = (a+b)(θ − (ap+bq)/(a+b))² + ab/(a+b) (p−q)²`. Value
+and gradient are exactly those of the per-task sum (up to float rounding); the penalty
+reported as `aux["penalty"]` includes `C`.
+
+## Online EWC
+
+One running Fisher and one anchor: at the end of task `t`, `F ← γ F + F_t` and `θ* ← θ_t`,
+then the penalty is `(λ/2) Σ_i F_i (θ_i − θ*_i)²`. Schwarz et al. write the penalty with
+`γ F` (the decayed Fisher of the previous tasks); that differs from ours by the constant
+factor `γ`, i.e. our λ is their `γ λ`.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+from ..._errors import check_choice, check_positive
+from ..._split import merge, split
+from .._fisher import FISHER_VARIANTS, ewc_penalty, fisher_diagonal
+from .._learner import AbstractLearner, Task, mean_loss, register_learner
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class EWCState(eqx.Module):
+    """Training state of an [`nte.continual.EWCLearner`][].
+
+    **Fields:** `model`; `opt_state`; `fisher` (`F̄`, params-shaped); `anchor` (`θ̄`,
+    params-shaped); `offset` (the scalar constant `C`, see the module docs); `tasks` (the number
+    of Fishers accumulated, an int32 scalar).
+    """
+
+    model: eqx.Module
+    opt_state: PyTree
+    fisher: PyTree
+    anchor: PyTree
+    offset: Float[Array, ""]
+    tasks: Int[Array, ""]
+
+
+def _combine(fisher, anchor, offset, f_new, a_new):
+    """Merge `F̄(θ−θ̄)² + C` with `F_t(θ−θ_t)²` into one diagonal quadratic (module docs)."""
+    total = jax.tree_util.tree_map(jnp.add, fisher, f_new)
+
+    def mean(f, a, fn, an, t):
+        return jnp.where(t > 0, (f * a + fn * an) / jnp.where(t > 0, t, 1), an)
+
+    def extra(f, a, fn, an, t):
+        return jnp.sum(jnp.where(t > 0, f * fn / jnp.where(t > 0, t, 1), 0) * (a - an) ** 2)
+
+    new_anchor = jax.tree_util.tree_map(mean, fisher, anchor, f_new, a_new, total)
+    extras = jax.tree_util.tree_map(extra, fisher, anchor, f_new, a_new, total)
+    return total, new_anchor, offset + sum(jax.tree_util.tree_leaves(extras))
+
+
+class EWCLearner(AbstractLearner):
+    """EWC (`gamma=None`) or online EWC (`0 < gamma <= 1`) on an `optax` optimizer.
+
+    Each step minimises `mean_b cross_entropy + (λ/2) Σ_i F_i (θ_i − θ*_i)²` (see the module
+    docs of `nte.continual._learners._ewc` for how past tasks are stored); `end_task` estimates
+    the diagonal Fisher of the finished task with [`nte.continual.fisher_diagonal`][] on the
+    first `fisher_examples` examples it is given. Build it with [`nte.continual.ewc`][] or
+    [`nte.continual.online_ewc`][].
+    """
+
+    optimizer: optax.GradientTransformation
+    ewc_lambda: float
+    gamma: float | None
+    fisher: str
+    fisher_examples: int | None
+    fisher_chunk_size: int | None
+
+    def init(self, model: eqx.Module, *, key: PRNGKeyArray) -> EWCState:
+        del key
+        params, _ = split(model)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return EWCState(
+            model,
+            self.optimizer.init(params),
+            zeros,
+            params,
+            jnp.zeros(()),
+            jnp.zeros((), jnp.int32),
+        )
+
+    def penalty(self, state: EWCState, params: PyTree) -> Array:
+        """`(λ/2) [Σ_i F̄_i (θ_i − θ̄_i)² + C]`: the penalty summed over the past tasks."""
+        quad = ewc_penalty(params, state.fisher, state.anchor, self.ewc_lambda)
+        return quad + 0.5 * self.ewc_lambda * state.offset
+
+    def step(
+        self, state: EWCState, x: Float[Array, "batch ..."], y: Int[Array, " batch"], task: Task
+    ) -> tuple[EWCState, dict[str, Array]]:
+        params, static = split(state.model)
+
+        def loss(p):
+            data = mean_loss(merge(p, static), x, y, task)
+            pen = ewc_penalty(p, state.fisher, state.anchor, self.ewc_lambda)
+            return data + pen, (data, pen)
+
+        (_, (data, pen)), grads = eqx.filter_value_and_grad(loss, has_aux=True)(params)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, params)
+        model = merge(optax.apply_updates(params, updates), static)
+        penalty = pen + 0.5 * self.ewc_lambda * state.offset
+        state = eqx.tree_at(lambda s: (s.model, s.opt_state), state, (model, opt_state))
+        return state, {"loss": data, "penalty": penalty}
+
+    def end_task(
+        self,
+        state: EWCState,
+        task_index: Int[Array, ""],
+        x: Float[Array, "batch ..."],
+        y: Int[Array, " batch"],
+        task: Task,
+        *,
+        key: PRNGKeyArray,
+    ) -> EWCState:
+        del task_index
+        n = x.shape[0] if self.fisher_examples is None else self.fisher_examples
+        if n > x.shape[0]:
+            raise ValueError(
+                f"`fisher_examples` ({n}) must be <= the number of examples given to `end_task` "
+                f"({x.shape[0]}; `Config.end_task_examples`)."
+            )
+        f_new = fisher_diagonal(
+            state.model,
+            x[:n],
+            y[:n],
+            mask=task.mask,
+            variant=self.fisher,
+            key=key,
+            chunk_size=self.fisher_chunk_size,
+        )
+        params, _ = split(state.model)
+        if self.gamma is None:
+            fisher, anchor, offset = _combine(
+                state.fisher, state.anchor, state.offset, f_new, params
+            )
+        else:
+            decay = lambda f, fn: self.gamma * f + fn
+            fisher = jax.tree_util.tree_map(decay, state.fisher, f_new)
+            anchor, offset = params, jnp.zeros_like(state.offset)
+        return EWCState(state.model, state.opt_state, fisher, anchor, offset, state.tasks + 1)
+
+    def eval_model(self, state: EWCState, task_index: Int[Array, ""]) -> eqx.Module:
+        del task_index
+        return state.model
+
+
+def _optimizer(name: str, learning_rate: float, momentum: float) -> optax.GradientTransformation:
+    check_choice(name, OPTIMIZERS, "optimizer")
+    check_positive(learning_rate, "learning_rate")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
+    if name == "adam":
+        return optax.adam(learning_rate)
+    return optax.sgd(learning_rate, momentum=momentum or None)
+
+
+def _check_fisher(fisher: str, fisher_examples, fisher_chunk_size) -> None:
+    check_choice(fisher, FISHER_VARIANTS, "fisher")
+    for value, name in (
+        (fisher_examples, "fisher_examples"),
+        (fisher_chunk_size, "fisher_chunk_size"),
+    ):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"`{name}` must be None or an int >= 1, got {value!r}.")
+
+
+def ewc(
+    learning_rate: float,
+    ewc_lambda: float = 1.0,
+    *,
+    fisher: str = "empirical",
+    fisher_examples: int | None = None,
+    fisher_chunk_size: int | None = 64,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+) -> EWCLearner:
+    """Elastic weight consolidation (Kirkpatrick et al., PNAS 2017).
+
+    Trains on `L_T(θ) + (λ/2) Σ_{t<T} Σ_i F_{t,i} (θ_i − θ*_{t,i})²`, with one diagonal Fisher
+    `F_t` (estimated at the end of task `t`) and anchor `θ*_t` per past task, stored in fixed
+    shapes as one merged quadratic (exactly equivalent; see the tutorial).
+
+    **Arguments:**
+
+    - `learning_rate`: the step size (> 0).
+    - `ewc_lambda`: `λ >= 0`, the penalty strength (with the ½ kept).
+    - `fisher`: `"empirical"` (true labels) or `"true"` (labels sampled from the model), see
+      [`nte.continual.fisher_diagonal`][].
+    - `fisher_examples`: the number of end-of-task examples the Fisher is averaged over
+      (default: all those the harness passes, `Config.end_task_examples`).
+    - `fisher_chunk_size`: per-example gradients held in memory at once.
+    - `optimizer`: `"sgd"` or `"adam"`.
+    - `momentum`: SGD momentum in `[0, 1)`.
+
+    **Returns:**
+
+    An [`nte.continual.EWCLearner`][].
+    """
+    check_positive(ewc_lambda, "ewc_lambda", allow_zero=True)
+    _check_fisher(fisher, fisher_examples, fisher_chunk_size)
+    tx = _optimizer(optimizer, learning_rate, momentum)
+    return EWCLearner(tx, float(ewc_lambda), None, fisher, fisher_examples, fisher_chunk_size)
+
+
+def online_ewc(
+    learning_rate: float,
+    ewc_lambda: float = 1.0,
+    gamma: float = 1.0,
+    *,
+    fisher: str = "empirical",
+    fisher_examples: int | None = None,
+    fisher_chunk_size: int | None = 64,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+) -> EWCLearner:
+    """Online EWC (Schwarz et al., ICML 2018): one running Fisher and one anchor.
+
+    At the end of task `t`: `F ← γ F + F_t` and `θ* ← θ_t`; training minimises
+    `L_T(θ) + (λ/2) Σ_i F_i (θ_i − θ*_i)²`. (Schwarz et al. weight the penalty by `γ F`; their
+    λ is our `λ/γ`.)
+
+    **Arguments:**
+
+    - `learning_rate`, `ewc_lambda`, `fisher`, `fisher_examples`, `fisher_chunk_size`,
+      `optimizer`, `momentum`: as for [`nte.continual.ewc`][].
+    - `gamma`: the decay `γ ∈ (0, 1]` of the running Fisher.
+
+    **Returns:**
+
+    An [`nte.continual.EWCLearner`][].
+    """
+    check_positive(ewc_lambda, "ewc_lambda", allow_zero=True)
+    if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1):
+        raise ValueError(f"`gamma` must be in (0, 1], got {gamma!r}.")
+    _check_fisher(fisher, fisher_examples, fisher_chunk_size)
+    tx = _optimizer(optimizer, learning_rate, momentum)
+    return EWCLearner(
+        tx, float(ewc_lambda), float(gamma), fisher, fisher_examples, fisher_chunk_size
+    )
+
+
+@register_learner("ewc")
+def _from_config(config):
+    kwargs = {"momentum": config.momentum, **config.learner_kwargs}
+    return ewc(config.lr, **kwargs)
+
+
+@register_learner("online_ewc")
+def _from_config_online(config):
+    kwargs = {"momentum": config.momentum, **config.learner_kwargs}
+    return online_ewc(config.lr, **kwargs)
