@@ -3,22 +3,22 @@
 The public API lives here and nothing else; code lives in private modules.
 """
 
-from . import nn as nn
-from ._per_example import per_example_grads as per_example_grads
-from ._signs import sign_mask as sign_mask, sign_violations as sign_violations
-from ._split import merge as merge, split as split
-
-# --- data ---
-# isort: split
-from . import data as data
-
-# --- ntk ---
-# isort: split
+from . import continual as continual, data as data, nn as nn, predict as predict, pruning as pruning
+from ._distributed import (
+    initialize_distributed as initialize_distributed,
+    is_main_process as is_main_process,
+    make_mesh as make_mesh,
+    shard_batch as shard_batch,
+)
 from ._euler import euler_residual as euler_residual, homogeneity_degree as homogeneity_degree
 from ._experts import (
     ensemble_probabilities as ensemble_probabilities,
     expert_probabilities as expert_probabilities,
     tangent_experts as tangent_experts,
+)
+from ._likelihood import (
+    ExpertLogLikelihoods as ExpertLogLikelihoods,
+    expert_log_likelihoods as expert_log_likelihoods,
 )
 from ._linearize import (
     AbstractExpansion as AbstractExpansion,
@@ -28,38 +28,14 @@ from ._linearize import (
     taylor_expand as taylor_expand,
 )
 from ._ntk import empirical_ntk as empirical_ntk
-
-# --- predict ---
-# isort: split
-from . import predict as predict
-
-# isort: split
-# --- posterior ---
-from ._likelihood import (
-    ExpertLogLikelihoods as ExpertLogLikelihoods,
-    expert_log_likelihoods as expert_log_likelihoods,
-)
+from ._per_example import per_example_grads as per_example_grads
 from ._posterior import ScaleByNTEState as ScaleByNTEState, nte as nte, scale_by_nte as scale_by_nte
 from ._scaled_sgd import (
     ScaleByScaledSGDState as ScaleByScaledSGDState,
     scale_by_scaled_sgd as scale_by_scaled_sgd,
 )
-
-# isort: split
-# --- harness ---
-from . import continual as continual
-
-# isort: split
-# --- pruning ---
-from . import pruning as pruning
-
-# --- scale ---
-from ._distributed import (
-    initialize_distributed as initialize_distributed,
-    is_main_process as is_main_process,
-    make_mesh as make_mesh,
-    shard_batch as shard_batch,
-)
 from ._sharded_likelihood import sharded_expert_log_likelihoods as sharded_expert_log_likelihoods
+from ._signs import sign_mask as sign_mask, sign_violations as sign_violations
+from ._split import merge as merge, split as split
 
 __version__ = "0.1.0"
