@@ -283,27 +283,14 @@ def _compute(loss_fn, model, x, y, signs, hyper, filter_spec, *, method, chunk, 
 
 def _finish(run, beta, eta, invalid) -> ExpertLogLikelihoods:
     """Run the pass at β; under `invalid="cap"` run it again at the capped β if some
-    β s g > 1. A `while_loop` of at most two iterations traces (and compiles) the pass once."""
-    if invalid != "cap":
-        stats = run(beta)
-        beta_used = jnp.asarray(beta, stats.max_u.dtype)
-        return _result(stats.sums, count(stats.bad), beta_used, eta, invalid)
-    shapes = jax.eval_shape(run, beta)
-    zeros = jtu.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-    beta0 = jnp.asarray(beta, shapes.max_u.dtype)
-
-    def cond(carry):
-        i, _, _, first = carry
-        return (i == 0) | ((i == 1) & (first.max_u > 1))
-
-    def body(carry):
-        i, beta_cur, _, first = carry
-        stats = run(beta_cur)
-        first = jtu.tree_map(lambda f, n: jnp.where(i == 0, n, f), first, stats)
-        return i + 1, capped_beta(beta0, first.max_u).astype(beta0.dtype), stats, first
-
-    _, beta_used, stats, first = jax.lax.while_loop(cond, body, (0, beta0, zeros, zeros))
-    return _result(stats.sums, count(first.bad), beta_used, eta, invalid)
+    β s g > 1 (a `lax.cond`: the second pass costs nothing when it is not needed)."""
+    stats = run(beta)
+    beta_used = jnp.asarray(beta, stats.max_u.dtype)
+    sums = stats.sums
+    if invalid == "cap":
+        beta_used = capped_beta(beta_used, stats.max_u).astype(beta_used.dtype)
+        sums = jax.lax.cond(stats.max_u > 1, lambda: run(beta_used).sums, lambda: stats.sums)
+    return _result(sums, count(stats.bad), beta_used, eta, invalid)
 
 
 def _result(sums, num_invalid, beta_used, eta, invalid) -> ExpertLogLikelihoods:
