@@ -1,6 +1,6 @@
 """Continual-learning baselines on permuted Fashion-MNIST: one table, one command.
 
-    python -m experiments.baselines            # the full table (see docs/results_baselines.md)
+    python -m experiments.baselines            # the full table (docs/results.md, "Baselines")
     python -m experiments.baselines --quick    # a ~3-minute smoke version
 
 SGD and Adam fine-tuning, EWC, online EWC, the task-conditioned hypernetwork and the NTE posterior
@@ -27,7 +27,7 @@ import numpy as np
 from nte import continual, data
 
 # Per-learner settings: (Config overrides, learner_kwargs), the same for every seed. Chosen by
-# small sweeps on this setting (seed 0, 10 tasks; see docs/results_baselines.md), i.e. on the
+# small sweeps on this setting (seed 0, 10 tasks; docs/results.md, "Baselines"), i.e. on the
 # test tasks themselves, as is common in this literature. EWC with SGD is only stable while
 # lr · λ · max F < 2; Adam variants of EWC were tried and were worse here.
 LEARNERS = {

@@ -1,4 +1,5 @@
-"""The paper's qualitative continual-learning claims at CPU scale; writes `docs/results.md`.
+"""The paper's qualitative continual-learning claims at CPU scale; writes its section of
+`docs/results.md` (between `<!-- claims:begin -->` and `<!-- claims:end -->`).
 
     python -m experiments.claims            # full: permuted Fashion-MNIST, 5 tasks, 3 seeds
     python -m experiments.claims --quick    # smoke test: permuted digits, tiny widths
@@ -22,6 +23,7 @@ import numpy as np
 from nte import continual
 
 from . import _plots
+from ._report import update_section
 from .continual import run_one
 
 MOMENTA = (0.0, 0.9, 0.99)
@@ -86,7 +88,7 @@ def report(args: argparse.Namespace, runs: dict[str, continual.Config], command:
     done = {n: _load(c) for n, c in runs.items()}
     base = next(iter(runs.values()))
     lines = [
-        "# Results: the paper's continual-learning claims at CPU scale",
+        "## The paper's continual-learning claims at CPU scale",
         "",
         f"Permuted {base.dataset}, {base.tasks} tasks, 1 epoch per task, MLP depth {base.depth} "
         f"(width {base.width} unless noted), batch {base.batch_size}, {base.seeds} seeds "
@@ -94,7 +96,7 @@ def report(args: argparse.Namespace, runs: dict[str, continual.Config], command:
         "",
         f"```bash\n{command}\n```",
         "",
-        "## (a) SGD momentum and forgetting of the first task",
+        "### (a) SGD momentum and forgetting of the first task",
         "",
         "| momentum | first-task accuracy after all tasks | ACC | paper (MNIST) |",
         "|---|---|---|---|",
@@ -105,7 +107,7 @@ def report(args: argparse.Namespace, runs: dict[str, continual.Config], command:
         first[m] = None if r is None else _first_task(r)
         acc = None if r is None else r["ACC"]["per_seed"]
         lines.append(f"| {m} | {_cell(first[m])} | {_cell(acc)} | {PAPER_A[m]} |")
-    lines += ["", "## (b) Adam vs SGD vs NTE across widths", ""]
+    lines += ["", "### (b) Adam vs SGD vs NTE across widths", ""]
     lines += ["| width | " + " | ".join(f"{k} ACC" for k in PAPER_B) + " |", "|---|---|---|---|"]
     acc_by = {k: {} for k in PAPER_B}
     for w in args.widths:
@@ -117,7 +119,7 @@ def report(args: argparse.Namespace, runs: dict[str, continual.Config], command:
                 acc_by[k][w] = np.asarray(r["ACC"]["per_seed"], dtype=float)
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
     lines += ["", "Paper (~1e8 parameters): " + ", ".join(f"{k} {v}" for k, v in PAPER_B.items())]
-    lines += ["", "## Observations (computed from the tables above)", ""]
+    lines += ["", "### Observations (computed from the tables above)", ""]
     lines += _observations(first, acc_by)
     lines += ["", "![accuracy vs width](results/acc_vs_width.png)", ""]
     _width_plot(acc_by, figs / "acc_vs_width.png")
@@ -129,7 +131,7 @@ def report(args: argparse.Namespace, runs: dict[str, continual.Config], command:
             "SGD momentum",
         )
         lines += ["![SGD momentum](results/momentum.png)", ""]
-    lines += ["## Per-run accuracy matrices", ""]
+    lines += ["### Per-run accuracy matrices", ""]
     for n in runs:
         if done[n] is not None:
             R = np.asarray(done[n]["R"]["per_seed"])
@@ -227,7 +229,10 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m experiments.claims " + shlex.join(a for a in argv if a != "--report-only")
     text = report(args, runs, command.strip())
     continual._run.write_json(args.out / "index.json", {n: c.to_dict() for n, c in runs.items()})
-    continual._checkpoint.atomic_write_text(args.report, text)
+    if args.quick:
+        continual._checkpoint.atomic_write_text(args.report, text)
+    else:  # docs/results.md holds other experiments' sections too: replace only ours
+        update_section(args.report, "claims", text)
     print(text)
 
 
