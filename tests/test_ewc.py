@@ -11,14 +11,6 @@ import nte
 from nte.continual import Task, ewc, ewc_penalty, fisher_diagonal, online_ewc
 
 
-@pytest.fixture
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
-
-
 def _model(key, dtype=jnp.float64):
     model = nte.nn.MLP(4, 5, 1, 3, key=key)
     return jax.tree_util.tree_map(

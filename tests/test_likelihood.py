@@ -10,14 +10,6 @@ import pytest
 import nte
 
 
-@pytest.fixture
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
-
-
 def _loss(model, x, y):
     return -jax.nn.log_softmax(model(x))[y]
 

@@ -12,14 +12,6 @@ from hypothesis import given, settings, strategies as st
 import nte
 
 
-@pytest.fixture
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
-
-
 def _params(key, dtype=jnp.float32):
     k1, k2 = jax.random.split(key)
     return {

@@ -9,14 +9,6 @@ import pytest
 import nte
 
 
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 def _mse(f, y):
     return 0.5 * jnp.sum((f - y) ** 2)
 
