@@ -376,13 +376,10 @@ def test_bad_updates(getkey):
 def test_bias_free_mlp_learns_sklearn_digits():
     """A 64-32-10 bias-free ReLU MLP trained only by the NTE posterior update (origin variant,
     per-example gradients, β = 0.01, batch 32, 300 steps) on scikit-learn's digits."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    perm = np.random.RandomState(0).permutation(len(digits.target))
-    x = jnp.asarray(digits.data[perm] / 16.0, jnp.float32)
-    y = jnp.asarray(digits.target[perm])
-    x_train, y_train, x_test, y_test = x[:1400], y[:1400], x[1400:], y[1400:]
+    data = nte.data.load("digits")  # the library's fixed train/test split
+    x_train = jnp.asarray(data.x_train.reshape(data.n_train, -1))
+    x_test = jnp.asarray(data.x_test.reshape(data.n_test, -1))
+    y_train, y_test = jnp.asarray(data.y_train), jnp.asarray(data.y_test)
 
     def loss(m, xi, yi):
         return -jax.nn.log_softmax(m(xi))[yi]
