@@ -1,7 +1,7 @@
 """Expert log-likelihoods L_i = η Σ_b log(1 − β s_i g_{b,i}) without the B×N gradient tensor."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -77,62 +77,104 @@ def _chunked(loss_fn, diff, fixed, static, x, y, signs, beta, chunk: int) -> Sta
     return jax.lax.scan(body, zeros, (xs, ys, weight))[0]
 
 
-def _layer_mask(params, i: int, *, bias: bool):
-    """A bool tree: True on the weight (and the bias, if `bias`) of Linear layer `i` only."""
+def _layer_mask(params, i: int):
+    """A bool tree: True on the weight and bias of Linear layer `i` only."""
     mask = jtu.tree_map(lambda _: False, params)
     mask = eqx.tree_at(lambda m: series.linear_nodes(m)[i].weight, mask, True)
-    if bias and series.linear_nodes(params)[i].bias is not None:
+    if series.linear_nodes(params)[i].bias is not None:
         mask = eqx.tree_at(lambda m: series.linear_nodes(m)[i].bias, mask, True)
     return mask
 
 
-def _layer_stats(ctx, i, D, A, beta, bound_limit, terms):
-    """Stats of tapped layer `i`: its weight by series where U < `bound_limit`, else chunked;
-    its bias exactly from the taps. Returns `((w_sum, b_sum), max_u, (w_bad, b_bad))`."""
-    loss_fn, params, static, x, y, signs, chunk = ctx
-    node, s_node = series.linear_nodes(params)[i], series.linear_nodes(signs)[i]
+class _Tapped(NamedTuple):
+    """The work of one call: tapped Linear layers `(index, (D, A))` and everything else."""
+
+    ctx: tuple  # (loss_fn, params, static, x, y, signs, chunk)
+    layers: list
+    bound_limit: float  # the series where U < bound_limit (0: never)
+    terms: int | None
+
+
+def _weight_stats(t: _Tapped, i, D, A, beta):
+    """(sums, max_u, bad) of tapped layer `i`'s weight: series where U < `bound_limit` (with
+    adaptive orders, only where `MAX_TERMS` orders reach the dtype's epsilon), else exact."""
+    s = series.linear_nodes(t.ctx[5])[i].weight
     U = series.series_bound(beta, D, A)
 
     def by_series():
-        w_sum = series.series_sum(D, A, s_node.weight, beta, U, terms)
-        return w_sum, U.astype(D.dtype), jnp.zeros(node.weight.shape, bool)
+        w_sum = series.series_sum(D, A, s, beta, U, t.terms)
+        return w_sum, U.astype(D.dtype), jnp.zeros(s.shape, bool)
 
-    def by_chunks():
-        mask = _layer_mask(params, i, bias=False)
-        diff, fixed = eqx.partition(params, mask)
-        st = _chunked(loss_fn, diff, fixed, static, x, y, eqx.filter(signs, mask), beta, chunk)
-        pick = lambda t: series.linear_nodes(t)[i].weight
-        return pick(st.sums), st.max_u.astype(D.dtype), pick(st.bad)
-
-    use_series = U < bound_limit
-    if terms is None:  # adaptive orders: only where MAX_TERMS orders reach the dtype's epsilon
-        tail = U**series.MAX_TERMS / ((series.MAX_TERMS + 1) * (1 - jnp.minimum(U, 0.999)))
+    if t.bound_limit <= 0:  # method="chunked"
+        return series.exact_sum(D, A, s, beta)
+    use_series = U < t.bound_limit
+    if t.terms is None:
+        M = series.MAX_TERMS
+        tail = U**M / ((M + 1) * (1 - jnp.minimum(U, 0.999)))
         use_series = use_series & (tail <= jnp.finfo(D.dtype).eps)
-    w_sum, w_max, w_bad = jax.lax.cond(use_series, by_series, by_chunks)
-    if node.bias is None:
-        return (w_sum, None), w_max, (w_bad, None)
-    b_sum, b_max, b_bad = series.bias_stats(D, s_node.bias, beta)
-    return (w_sum, b_sum), jnp.maximum(w_max, b_max), (w_bad, b_bad)
+    return jax.lax.cond(use_series, by_series, lambda: series.exact_sum(D, A, s, beta))
 
 
-def _series_stats(ctx, tapped, beta, bound_limit, terms) -> Stats:
-    """Stats for every leaf: tapped layers by `_layer_stats`, the rest by one chunked pass."""
-    loss_fn, params, static, x, y, signs, chunk = ctx
+def _rest_stats(t: _Tapped, beta) -> Stats | None:
+    """Stats of every leaf outside the tapped layers (per-example gradients in chunks)."""
+    loss_fn, params, static, x, y, signs, chunk = t.ctx
     mask = jtu.tree_map(lambda _: False, params)
-    for i, _ in tapped:
-        mask = jtu.tree_map(lambda a, b: a or b, mask, _layer_mask(params, i, bias=True))
+    for i, _ in t.layers:
+        mask = jtu.tree_map(lambda a, b: a or b, mask, _layer_mask(params, i))
     tapped_part, rest = eqx.partition(params, mask)
-    if jtu.tree_leaves(rest):
-        rest_signs = eqx.filter(signs, jtu.tree_map(lambda m: not m, mask))
-        stats = _chunked(loss_fn, rest, tapped_part, static, x, y, rest_signs, beta, chunk)
-    else:
-        stats = Stats(rest, jnp.asarray(0.0), rest)
-    sums, bad, max_u = stats.sums, stats.bad, stats.max_u
-    for i, (D, A) in tapped:
-        (ws, bs), mu, (wb, bb) = _layer_stats(ctx, i, D, A, beta, bound_limit, terms)
+    if not jtu.tree_leaves(rest):
+        return None
+    rest_signs = eqx.filter(signs, jtu.tree_map(lambda m: not m, mask))
+    return _chunked(loss_fn, rest, tapped_part, static, x, y, rest_signs, beta, chunk)
+
+
+def _bias(t: _Tapped, i, D, beta):
+    s = series.linear_nodes(t.ctx[5])[i].bias
+    return None if s is None else series.bias_stats(D, s, beta)
+
+
+def _tapped_stats(t: _Tapped, beta, rest: Stats | None) -> Stats:
+    """Stats of every leaf: the tapped layers at β, and `rest` (the other leaves) put in."""
+    params = t.ctx[1]
+    if rest is None:
+        empty = jtu.tree_map(lambda _: None, params)
+        rest = Stats(empty, jnp.zeros(()), empty)
+    sums, bad, max_u = rest.sums, rest.bad, rest.max_u
+    for i, (D, A) in t.layers:
+        ws, wm, wb = _weight_stats(t, i, D, A, beta)
+        bias = _bias(t, i, D, beta)
+        bs, bb = (None, None) if bias is None else (bias[0], bias[2])
+        max_u = jnp.maximum(max_u, wm if bias is None else jnp.maximum(wm, bias[1]))
         sums, bad = _put(sums, i, ws, bs), _put(bad, i, wb, bb)
-        max_u = jnp.maximum(max_u, mu)
     return Stats(sums, max_u, bad)
+
+
+def _capped(t: _Tapped, beta, rest: Stats | None):
+    """`(β_used, num_invalid)` for `invalid="cap"`, decided BEFORE the main pass: the bounds
+    U ≥ max u of the tapped weights, the exact max of the biases and of `rest` show whether
+    any u can exceed 1; only then (a `lax.cond` on scalars) the exact max over the tapped
+    weights is taken (a pass without logs)."""
+    dtype = t.layers[0][1][0].dtype
+    beta = jnp.asarray(beta, dtype)
+    known = jnp.zeros((), dtype) if rest is None else rest.max_u.astype(dtype)
+    known_bad = jnp.int32(0) if rest is None else count(rest.bad)
+    bound = known
+    for i, (D, A) in t.layers:
+        bound = jnp.maximum(bound, series.series_bound(beta, D, A))
+        bias = _bias(t, i, D, beta)
+        if bias is not None:
+            known, known_bad = jnp.maximum(known, bias[1]), known_bad + count(bias[2])
+    may_cap = bound * (1 + 1e-4) > 1  # margin: the bound is rounded
+
+    def exact():
+        max_u, num_bad = known, known_bad
+        for i, (D, A) in t.layers:
+            s = series.linear_nodes(t.ctx[5])[i].weight
+            m, nb = series.exact_max(D, A, s, beta)
+            max_u, num_bad = jnp.maximum(max_u, m), num_bad + nb
+        return capped_beta(beta, max_u).astype(dtype), num_bad
+
+    return jax.lax.cond(may_cap, exact, lambda: (beta, jnp.int32(0)))
 
 
 def _put(tree, i, w, b):
@@ -188,28 +230,36 @@ def expert_log_likelihoods(
 
     - `"vmap"`: per-example gradients ([`nte.per_example_grads`][]) then the sum; the reference,
       memory B×N.
-    - `"chunked"`: exact; `lax.scan` over chunks of `chunk_size` examples (the batch is padded
-      with masked copies of its first example when it does not divide), extra memory
-      O(chunk·N). Default chunk: about 4M gradient elements (at least 1, at most B).
-    - `"series"`: for every `eqx.nn.Linear` layer called once per example,
-      g_{b,kj} = δ_{b,k} a_{b,j}, so Σ_b log(1 − u_b) = −Σ_m (βs)^m/m ⊙ (D^{∘m})ᵀ A^{∘m}: one
-      matmul per order, memory O(B·width). `series_terms` orders (default: added until the
+    - `"chunked"`: exact, no truncation. For every `eqx.nn.Linear` layer called once per
+      example the per-example weight gradient is the outer product g_{b,kj} = δ_{b,k} a_{b,j};
+      the layer inputs a_b and output signals δ_b are read once (memory O(B·width)) and a
+      `lax.scan` over groups of 16 examples adds the logs, extra memory O(N). A group whose
+      bound 16·max|β s g| ≤ 1/4 takes one log per parameter: log Π_b(1 − u_b), the product
+      accumulated as 1 + v with v ← v − u_b(1 + v) (rounding ≈ 32ε·Σ_b|u_b|, like a float
+      sum of the logs); any other group takes every log (exact pruning, invalid experts).
+      Every other leaf uses per-example gradients `chunk_size` examples at a time (the batch
+      is padded with masked copies of its first example when it does not divide), extra
+      memory O(chunk·N); default chunk: about 4M gradient elements (at least 1, at most B).
+    - `"series"`: for the same Linear layers,
+      Σ_b log(1 − u_b) = −Σ_m (βs)^m/m ⊙ (D^{∘m})ᵀ A^{∘m}; as s ∈ {−1, 0, 1}, s^m is s or
+      |s|, so all odd orders are ONE matmul over the stacked powers, and all even orders
+      another (memory O(B·width·orders)). `series_terms` orders (default: the fewest whose
       truncation bound U^M/((M+1)(1−U)) is below the dtype's epsilon, at most 64), where
-      U = β max_b ‖δ_b‖∞‖a_b‖∞ ≥ |β s g|. A layer's weight falls back to `"chunked"` (decided
-      at run time with `lax.cond`) where U ≥ 1 (the series diverges; pruned or invalid experts
-      are possible) or, with adaptive orders, where 64 orders cannot reach the dtype's epsilon
-      (U ≳ 0.75 in float32). Biases use their exact per-example gradient δ_b; every other leaf
-      uses `"chunked"`. Powers are taken of per-example rescaled factors (all ≤ 1 in magnitude),
-      so they never overflow. Accurate when U is small; with U close to 1 and a small fixed
-      `series_terms` it is not (the truncation error is about U^M/((M+1)(1−U)) relative).
-      Note: the compiled fallback branch reserves the chunked pass's buffers, so XLA's peak
-      memory of `"series"` includes one chunk of per-example gradients.
+      U = β max_b ‖δ_b‖∞‖a_b‖∞ ≥ |β s g|. A layer's weight falls back to the exact
+      `"chunked"` pass (decided at run time with `lax.cond`) where U ≥ 1 (the series
+      diverges; pruned or invalid experts are possible) or, with adaptive orders, where 64
+      orders cannot reach the dtype's epsilon (U ≳ 0.75 in float32). Biases use their exact
+      per-example gradient δ_b; every other leaf uses `"chunked"`. Powers are taken of
+      per-example rescaled factors (all ≤ 1 in magnitude), so they never overflow. Accurate
+      when U is small; with U close to 1 and a small fixed `series_terms` it is not (the
+      truncation error is about U^M/((M+1)(1−U)) relative).
     - `"auto"`: like `"series"` but only where U ≤ 0.5 with adaptive orders (float precision,
-      at most ~20 orders in float32), `"chunked"` elsewhere.
+      at most ~20 orders in float32), the exact `"chunked"` pass elsewhere.
 
     **Invalid experts** (1 − β s g < 0) follow the same policy as [`nte.scale_by_nte`][]:
-    `"cap"` lowers β for the whole batch to β(1 − ε)/max(β s g) (ε = 1e-6; a second pass,
-    only when needed), `"floor"` floors the argument of the log at ε (an exact 0 still prunes),
+    `"cap"` lowers β for the whole batch to β(1 − ε)/max(β s g) (ε = 1e-6; for the Linear
+    layers the bound U decides first whether any u can exceed 1, and only then is the exact
+    max taken in a pass without logs; other leaves are recomputed only if β was capped), `"floor"` floors the argument of the log at ε (an exact 0 still prunes),
     `"raise"` raises (also under jit, via `eqx.error_if`). The count is returned.
 
     **Arguments:**
@@ -221,7 +271,8 @@ def expert_log_likelihoods(
       origin variant).
     - `inv_temperature`: β > 0. `eta`: η > 0 (the likelihood exponent).
     - `method`: `"auto"`, `"vmap"`, `"chunked"` or `"series"`.
-    - `chunk_size`: examples per chunk for `"chunked"` (and fallbacks).
+    - `chunk_size`: examples per chunk of the per-example-gradient passes (leaves that are
+      not weights of a tapped Linear layer).
     - `series_terms`: the number of series orders (`None`: adaptive).
     - `invalid`: `"cap"`, `"floor"` or `"raise"`.
     - `filter_spec`: which parameters are experts (see [`nte.split`][]).
@@ -264,26 +315,30 @@ def _compute(loss_fn, model, x, y, signs, hyper, filter_spec, *, method, chunk, 
         )
         return ExpertLogLikelihoods(loglik, num_invalid, beta_used)
     ctx = (loss_fn, params, static, x, y, signs, chunk)
-    tapped = []
-    if method in ("series", "auto"):
-        indices = series.tappable_layers(loss_fn, params, static, x, y)
-        if indices:
-            tapped = list(zip(indices, series.taps(loss_fn, params, static, x, y, indices)))
-    bound_limit = _AUTO_BOUND if method == "auto" else 1.0
-    terms = terms if method == "series" else None
-
-    def run(beta):
-        if tapped:
-            return _series_stats(ctx, tapped, beta, bound_limit, terms)
+    indices = series.tappable_layers(loss_fn, params, static, x, y)
+    if not indices:  # per-example gradients in chunks for every leaf
         diff, fixed = eqx.partition(params, eqx.is_array)
-        return _chunked(loss_fn, diff, fixed, static, x, y, signs, beta, chunk)
-
-    return _finish(run, inv_temperature, eta, invalid)
+        run = lambda beta: _chunked(loss_fn, diff, fixed, static, x, y, signs, beta, chunk)
+        return _finish(run, inv_temperature, eta, invalid)
+    layers = list(zip(indices, series.taps(loss_fn, params, static, x, y, indices)))
+    bound_limit = {"auto": _AUTO_BOUND, "series": 1.0, "chunked": 0.0}[method]
+    t = _Tapped(ctx, layers, bound_limit, terms if method == "series" else None)
+    rest = _rest_stats(t, inv_temperature)
+    if invalid != "cap":
+        stats = _tapped_stats(t, inv_temperature, rest)
+        beta_used = jnp.asarray(inv_temperature, stats.max_u.dtype)
+        return _result(stats.sums, count(stats.bad), beta_used, eta, invalid)
+    beta_used, num_invalid = _capped(t, inv_temperature, rest)
+    if rest is not None:  # only the leaves outside the tapped layers need a second pass
+        again = lambda: _rest_stats(t, beta_used)
+        rest = jax.lax.cond(beta_used < inv_temperature, again, lambda: rest)
+    stats = _tapped_stats(t, beta_used, rest)
+    return _result(stats.sums, num_invalid, beta_used, eta, invalid)
 
 
 def _finish(run, beta, eta, invalid) -> ExpertLogLikelihoods:
     """Run the pass at β; under `invalid="cap"` run it again at the capped β if some
-    β s g > 1 (a `lax.cond`: the second pass costs nothing when it is not needed)."""
+    β s g > 1 (a `lax.cond`: the second pass runs only when needed)."""
     stats = run(beta)
     beta_used = jnp.asarray(beta, stats.max_u.dtype)
     sums = stats.sums
