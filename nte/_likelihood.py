@@ -260,7 +260,8 @@ def expert_log_likelihoods(
     `"cap"` lowers β for the whole batch to β(1 − ε)/max(β s g) (ε = 1e-6; for the Linear
     layers the bound U decides first whether any u can exceed 1, and only then is the exact
     max taken in a pass without logs; other leaves are recomputed only if β was capped),
-    `"floor"` floors the argument of the log at ε (an exact 0 still prunes), `"raise"` raises (also under jit, via `eqx.error_if`). The count is returned.
+    `"floor"` floors the argument of the log at ε (an exact 0 still prunes), `"raise"` raises
+    (also under jit, via `eqx.error_if`). The count is returned.
 
     **Arguments:**
 
