@@ -104,6 +104,22 @@ def _loglik() -> dict:
     return out
 
 
+def _held_rows(data) -> dict:
+    """The training rows this process holds (data=4 over two processes) and their values."""
+    from nte import make_mesh
+    from nte.continual import _stripes, load_tasks
+
+    tasks = load_tasks(_config("sgd"), data)
+    striped = _stripes.StripedData(tasks, 96, make_mesh("data=4"))
+    held, ok = [], True
+    for shard in striped.x.addressable_shards:
+        d = shard.index[0].start
+        rows = striped.shard_rows[d]
+        held += rows.tolist()
+        ok &= bool(np.array_equal(np.asarray(shard.data)[0, : len(rows)], tasks.x_train[rows]))
+    return {"held": sorted(set(held)), "values_match": ok, "total": len(tasks.x_train)}
+
+
 def _error(fn) -> str:
     try:
         fn()
@@ -158,6 +174,7 @@ def dist(process_id: int, port: int, out: str) -> None:
     folder = str(Path(out).parent / f"out{process_id}")
     results["sgd"] = _run("sgd", data, mesh="data=4", seeds=2, out=folder)
     results["nte"] = _run("nte", data, mesh="seed=2,data=2", seeds=2)  # seeds across them
+    results["rows"] = _held_rows(data)
     Path(out).write_text(json.dumps(results))
 
 

@@ -138,6 +138,12 @@ def test_two_processes_agree(tmp_path, sgd_runs, nte_runs):
     assert [r["main"] for r in results] == [True, False]
     assert (tmp_path / "out0" / "checkpoint" / "state.eqx").is_file()
     assert not (tmp_path / "out1").exists()  # process 1 wrote nothing
+    # each process holds only its slice of the training set: half the rows each, disjoint
+    held = [set(r["rows"]["held"]) for r in results]
+    total = results[0]["rows"]["total"]
+    assert all(r["rows"]["values_match"] for r in results)
+    assert not held[0] & held[1] and len(held[0] | held[1]) == total
+    assert all(len(h) == total // 2 for h in held)
     for learner, reference in (("sgd", sgd_runs["1"]), ("nte", nte_runs["1"])):
         a, b = results[0][learner], results[1][learner]
         assert a["R"] == b["R"] and a["params"] == b["params"]  # both processes agree exactly

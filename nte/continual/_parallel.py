@@ -4,7 +4,8 @@ The harness compiles each of its programs (train chunk, end of task, evaluation)
 `jax.set_mesh(mesh)` with the ("seed", "data") mesh of [`nte.make_mesh`][]:
 
 - the training state and the PRNG keys are `[seeds, ...]` arrays split over `"seed"` and
-  replicated over `"data"`; the task data (small tables) is replicated on every device;
+  replicated over `"data"`; the training rows are in stripes over `"data"` (each device holds
+  only the rows of its own stripes, `_stripes.py`); test sets and task tables are replicated;
 - inside the training loop every batch is split over `"data"` ([`nte.shard_batch`][]) and the
   `vmap` over seeds is split over `"seed"` (`spmd_axis_name`). XLA's SPMD partitioner turns
   the mean-batch gradient of SGD/Adam into per-device partial sums plus an all-reduce; the NTE

@@ -1,9 +1,11 @@
 """Training a learner on a sequence of tasks: [`nte.continual.run`][].
 
-The data and the task index arrays are put on the device once. Each chunk of training steps is
-ONE compiled `lax.scan` (over steps) inside `jax.vmap` (over seeds); batches are drawn on device
-from `jax.random.fold_in(fold_in(data_key, task), epoch)`, so the batch order does not depend on
-how steps are chunked, and a resumed run replays exactly the same batches.
+The data and the task index arrays are put on the devices once: the training rows in stripes
+(each data-parallel device holds only its own, see `_stripes.py`), the test sets and task tables
+replicated. Each chunk of training steps is ONE compiled loop (over steps) inside `jax.vmap`
+(over seeds); batches are drawn on device from `jax.random.fold_in(fold_in(data_key, task),
+epoch)`, so the batch order does not depend on how steps are chunked or on the number of
+devices, and a resumed run replays exactly the same batches.
 """
 
 import dataclasses
@@ -22,11 +24,11 @@ from jax import lax
 
 from .._split import merge
 from ..nn import MLP
-from . import _checkpoint as ckpt, _parallel as parallel
+from . import _checkpoint as ckpt, _parallel as parallel, _stripes as stripes
 from ._config import Config
 from ._learner import AbstractLearner, Task, make_learner, predict
 from ._metrics import Metrics, metrics
-from ._tasks import Tasks, permuted_tasks, split_tasks, task_batch
+from ._tasks import Tasks, permuted_tasks, split_tasks, task_batch, task_inputs
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -113,10 +115,10 @@ def load_tasks(config: Config, dataset: Any = None) -> Tasks:
     return split_tasks(dataset, config.tasks, scenario=config.scenario)
 
 
-def _device_tasks(tasks: Tasks) -> dict[str, jax.Array]:
-    names = ("x_train", "y_train", "x_test", "y_test", "permutations", "train_index")
-    names += ("train_count", "test_index", "test_count", "masks", "label_map")
-    return {n: jnp.asarray(getattr(tasks, n)) for n in names}
+def _device_tasks(tasks: Tasks) -> dict[str, np.ndarray]:
+    """The task tables replicated on every device (the training rows go in stripes)."""
+    names = ("x_test", "y_test", "permutations", "test_index", "test_count", "masks")
+    return {n: getattr(tasks, n) for n in (*names, "label_map")}
 
 
 class _Programs:
@@ -186,19 +188,19 @@ class _Programs:
         return eqx.combine(arr, self.static)
 
     def _train(self, arrays, dev, keys, t, epoch, start, length):
-        bsz, learner = self.config.batch_size, self.learner
-        task = Task(t, dev["masks"][t])
-        maxn = dev["train_index"].shape[1]
-        valid = jnp.arange(maxn) < dev["train_count"][t]
+        learner, task = self.learner, Task(t, dev["masks"][t])
+        count = dev["stripe_count"][t]  # [stripes]: one example of every stripe per step
+        per_stripe = dev["stripe_index"].shape[2]
 
         def one_seed(arr, k):
-            u = jr.uniform(jr.fold_in(jr.fold_in(k[2], t), epoch), (maxn,))
-            order = jnp.argsort(jnp.where(valid, u, 2.0))  # this epoch's order; valid first
+            u = jr.uniform(jr.fold_in(jr.fold_in(k[2], t), epoch), count.shape + (per_stripe,))
+            valid = jnp.arange(per_stripe) < count[:, None]
+            order = jnp.argsort(jnp.where(valid, u, 2.0), axis=1)  # each stripe's order
 
             def body(i, carry):
                 a, total = carry
-                pos = lax.dynamic_slice(order, ((start + i) * bsz,), (bsz,))
-                x, y = parallel.shard_batch(task_batch(dev, t, dev["train_index"][t][pos]))
+                pos = lax.dynamic_slice_in_dim(order, start + i, 1, axis=1)
+                x, y = parallel.shard_batch(task_inputs(dev, t, *stripes.gather(dev, t, pos)))
                 state, aux = learner.step(self._state(a), x, y, task)
                 return eqx.filter(state, eqx.is_array), total + aux["loss"]
 
@@ -209,13 +211,15 @@ class _Programs:
         return _over_seeds(one_seed, arrays, keys, use_vmap=self.use_vmap)
 
     def _end_task(self, arrays, dev, keys, t):
-        n = self.config.end_task_examples
+        n, count = self.config.end_task_examples, dev["stripe_count"][t]
+        per = -(-n // count.shape[0])  # examples drawn per stripe
         task = Task(t, dev["masks"][t])
 
         def one_seed(arr, k):
             key = jr.fold_in(k[3], t)
-            pos = jr.randint(jr.fold_in(key, 0), (n,), 0, dev["train_count"][t])
-            x, y = task_batch(dev, t, dev["train_index"][t][pos])
+            pos = jr.randint(jr.fold_in(key, 0), count.shape + (per,), 0, count[:, None])
+            x, y = (v[:n] for v in stripes.gather(dev, t, pos))  # n examples, stripe-major
+            x, y = task_inputs(dev, t, x, y)
             state = self.learner.end_task(self._state(arr), t, x, y, task, key=jr.fold_in(key, 1))
             return eqx.filter(state, eqx.is_array)
 
@@ -308,7 +312,9 @@ def run(config: Config, *, dataset: Any = None) -> Result:
     """Train `config.learner` on `config.tasks` tasks in sequence and evaluate after each task.
 
     After the baseline (untrained) evaluation, for each task `t`: `epochs` passes over the task's
-    training set in minibatches of `batch_size` (the last partial batch of an epoch is dropped),
+    training set in minibatches of `batch_size`, one example from each of `batch_size` stripes
+    of the task (example p of the task is in stripe p mod `batch_size`; each stripe is shuffled
+    per epoch; ⌊n_t / batch_size⌋ steps per epoch; see `nte/continual/_stripes.py`),
     then the learner's `end_task` hook, then the test accuracy on every task → row `R[t]`. With
     `eval_every = k > 0`, every task is also evaluated every `k` steps (`Result.history`).
 
@@ -348,6 +354,9 @@ def run(config: Config, *, dataset: Any = None) -> Result:
     keys = prog.par.place_seeds(jax.vmap(lambda s: jr.split(jr.key(s), 4))(seeds))
     arrays = prog.init(keys)
     dev = _device_tasks(tasks)
+    striped = stripes.StripedData(tasks, config.batch_size, prog.par.mesh).arrays()
+    # Keep only this process's slice of the training rows (now on its devices).
+    tasks = dataclasses.replace(tasks, x_train=tasks.x_train[:0], y_train=tasks.y_train[:0])
 
     ck = {
         "state": arrays,
@@ -364,6 +373,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
         if loaded is not None:
             ck = {k: (v if k == "state" else np.asarray(v)) for k, v in loaded.items()}
     ck["state"], keys, dev = prog.par.place(ck["state"], keys, dev)
+    dev = {**dev, **striped}
     times = {"train": 0.0, "eval": 0.0}
     done0 = int(ck["done_steps"])
 

@@ -238,5 +238,9 @@ def task_batch(tasks_device: dict, t: jax.Array, index: jax.Array, *, test: bool
     """Gather examples `index` of task `t` on device: permuted inputs and remapped targets."""
     x = tasks_device["x_test" if test else "x_train"][index]
     y = tasks_device["y_test" if test else "y_train"][index]
-    x = x[:, tasks_device["permutations"][t]]
-    return x, tasks_device["label_map"][t][y]
+    return task_inputs(tasks_device, t, x, y)
+
+
+def task_inputs(tasks_device: dict, t: jax.Array, x: jax.Array, y: jax.Array):
+    """Task `t`'s view of dataset examples `x`, `y`: its pixel permutation and label map."""
+    return x[:, tasks_device["permutations"][t]], tasks_device["label_map"][t][y]
