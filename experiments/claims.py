@@ -154,10 +154,15 @@ def _observations(first: dict, acc_by: dict) -> list[str]:
     if common:
         w = max(common)
         order = sorted(acc_by, key=lambda k: -acc_by[k][w].mean())
-        ranking = " > ".join(f"{k} ({acc_by[k][w].mean():.3f})" for k in order)
+        ranking = f"{order[0]} ({acc_by[order[0]][w].mean():.3f})"
+        for a, b in zip(order, order[1:]):  # ">" only where the gap exceeds both stds
+            gap = acc_by[a][w].mean() - acc_by[b][w].mean()
+            tied = gap <= max(acc_by[a][w].std(), acc_by[b][w].std())
+            ranking += f" {'≈' if tied else '>'} {b} ({acc_by[b][w].mean():.3f})"
         out.append(
             f"- (b) At width {w} (the largest run for every learner) the average accuracy ranks "
-            f"{ranking}; the paper, at ~1e8 parameters, ranks nte > sgd > adam."
+            f"{ranking} (≈: within one standard deviation over seeds); the paper, at ~1e8 "
+            "parameters, ranks nte > sgd > adam."
         )
     return out or ["- No finished runs yet."]
 

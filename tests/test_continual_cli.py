@@ -54,3 +54,17 @@ def test_claims_plan_covers_both_claims(tmp_path):
     for c in runs.values():
         assert (c.dataset, c.tasks, c.epochs, c.seeds) == ("fashion_mnist", 5, 1, 3)
         assert c.out.startswith(str(tmp_path))
+
+
+def test_claims_observations_mark_ties_within_one_std():
+    from experiments import claims
+
+    first = {m: None for m in claims.MOMENTA}
+    acc = {
+        "nte": {2000: np.array([0.76, 0.77, 0.78])},
+        "sgd": {2000: np.array([0.765, 0.77, 0.775])},
+        "adam": {2000: np.array([0.60, 0.61, 0.62])},
+    }
+    (line,) = claims._observations(first, acc)
+    assert "width 2000" in line
+    assert "nte (0.770) ≈ sgd (0.770) > adam (0.610)" in line
