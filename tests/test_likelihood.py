@@ -197,3 +197,61 @@ def test_bad_input(getkey):
         nte.expert_log_likelihoods(_loss, model, x, y, signs={"a": 1}, inv_temperature=0.1)
     with pytest.raises(ValueError, match="batch size"):
         nte.expert_log_likelihoods(_loss, model, x, y[:2], **kw)
+
+
+def _loop_log1m(D, A, s, beta):
+    """Σ_b log(1 − β s δ_b a_bᵀ) in NumPy float64, one example at a time (no invalid u)."""
+    D, A, s = (np.asarray(v, np.float64) for v in (D, A, s))
+    return sum(np.log1p(-beta * s * np.outer(d, a)) for d, a in zip(D, A))
+
+
+def test_exact_sum_mixes_product_and_per_factor_groups():
+    """Groups of 16 examples: small ones take one log of the product, large ones every log;
+    both agree with a float64 loop to a few ε·Σ_b|u_b|."""
+    from nte import _series as series
+
+    rng = np.random.default_rng(0)
+    n, out, inp = 45, 7, 5  # 3 groups, the last one padded
+    scale = np.where(np.arange(n) < 16, 1e-3, 0.1)[:, None]  # group 0 small, groups 1-2 large
+    D = (rng.standard_normal((n, out)) * scale).astype(np.float32)
+    A = rng.uniform(-1, 1, (n, inp)).astype(np.float32)
+    s = rng.integers(-1, 2, (out, inp)).astype(np.int8)  # including dead experts (s = 0)
+    beta = 1.5
+    U = beta * np.abs(D).max(1) * np.abs(A).max(1)
+    assert U[:16].max() * 16 <= 0.25 < U[16:32].max() * 16  # both kinds of group occur
+    sums, max_u, bad = series.exact_sum(jnp.asarray(D), jnp.asarray(A), jnp.asarray(s), beta)
+    ref = _loop_log1m(D, A, s, beta)
+    scale_u = sum(np.abs(beta * s * np.outer(d, a)) for d, a in zip(D, A))
+    np.testing.assert_array_less(np.abs(np.asarray(sums) - ref), 64 * 1.2e-7 * scale_u + 1e-12)
+    assert np.all(np.asarray(sums)[s == 0] == 0)
+    assert not np.asarray(bad).any()
+    true_max = max(float(np.max(beta * s * np.outer(d, a))) for d, a in zip(D, A))
+    assert true_max <= float(max_u) <= max(true_max, U[:16].max()) + 1e-7
+
+
+def test_exact_max_and_series_sum_against_loops():
+    from nte import _series as series
+
+    rng = np.random.default_rng(1)
+    D = rng.standard_normal((20, 6)).astype(np.float32)
+    A = rng.standard_normal((20, 4)).astype(np.float32)
+    s = rng.integers(-1, 2, (6, 4)).astype(np.int8)
+    beta = 0.8  # some u > 1: invalid experts
+    u = [beta * s * np.outer(d, a) for d, a in zip(D, A)]
+    max_u, num_bad = series.exact_max(jnp.asarray(D), jnp.asarray(A), jnp.asarray(s), beta)
+    np.testing.assert_allclose(float(max_u), max(float(v.max()) for v in u), rtol=1e-6)
+    assert int(num_bad) == int(np.sum(np.any(np.stack(u) > 1, axis=0))) > 0
+    # the series (odd and even orders stacked) at a small β, fixed and adaptive orders
+    beta = 0.01
+    U = series.series_bound(beta, jnp.asarray(D), jnp.asarray(A))
+    ref = _loop_log1m(D, A, s, beta)
+    sum_u = sum(np.abs(beta * s * np.outer(d, a)) for d, a in zip(D, A))
+    u_max, eps = float(U), 1.2e-7
+    for terms in (None, 3, 11):  # 11: more than one block of orders
+        out = series.series_sum(jnp.asarray(D), jnp.asarray(A), jnp.asarray(s), beta, U, terms)
+        # the truncation bound U^M/((M+1)(1-U)) (at most ε when adaptive) plus rounding
+        trunc = eps if terms is None else u_max**terms / ((terms + 1) * (1 - u_max))
+        err = np.abs(np.asarray(out) - ref)
+        np.testing.assert_array_less(err, (trunc + 16 * eps) * sum_u + 1e-12)
+        assert np.all(np.asarray(out)[s == 0] == 0)
+    assert float(np.max(err)) < 1e-7  # 11 orders: float precision
