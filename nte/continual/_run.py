@@ -11,24 +11,20 @@ devices, and a resumed run replays exactly the same batches.
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jax import lax
 
 from .._split import merge
-from ..nn import MLP
 from . import _checkpoint as ckpt, _parallel as parallel, _stripes as stripes
 from ._config import Config
-from ._learner import AbstractLearner, Task, make_learner, predict
 from ._metrics import Metrics, metrics
-from ._tasks import Tasks, permuted_tasks, split_tasks, task_batch, task_inputs
+from ._programs import device_tasks, programs
+from ._tasks import Tasks, permuted_tasks, split_tasks
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -115,169 +111,6 @@ def load_tasks(config: Config, dataset: Any = None) -> Tasks:
     return split_tasks(dataset, config.tasks, scenario=config.scenario)
 
 
-def _device_tasks(tasks: Tasks) -> dict[str, np.ndarray]:
-    """The task tables replicated on every device (the training rows go in stripes)."""
-    names = ("x_test", "y_test", "permutations", "test_index", "test_count", "masks")
-    return {n: getattr(tasks, n) for n in (*names, "label_map")}
-
-
-class _Programs:
-    """The compiled programs of one run (train chunk, end of task, evaluation), timed."""
-
-    def __init__(self, config: Config, tasks: Tasks, learner: AbstractLearner):
-        self.config, self.learner, self.static = config, learner, None
-        self.n_tasks = tasks.n_tasks
-        self.model_sizes = (tasks.num_features, tasks.num_outputs)
-        self.has_end_task = type(learner).end_task is not AbstractLearner.end_task
-        mode = config.seed_mode
-        self.use_vmap = type(learner).vmap_seeds if mode == "auto" else mode == "vmap"
-        self.cache: dict[Any, Callable] = {}
-        self.compile_time = 0.0
-        self.par = parallel.DataParallel(config)  # the device mesh (see _parallel.py)
-
-    def _compiled(self, name: str, fn: Callable, *args, **static) -> Callable:
-        key = (name, tuple(sorted(static.items())))
-        if key not in self.cache:
-            t0 = time.perf_counter()
-            self.cache[key] = self.par.lower(
-                name, fn, *args, static_argnames=tuple(static), **static
-            )
-            self.cache[key] = self.cache[key].compile()
-            self.compile_time += time.perf_counter() - t0
-        return self.cache[key]
-
-    def init(self, keys):
-        """The stacked initial states (arrays only); sets `self.static` on first use."""
-        init = self._compiled("init", lambda k: eqx.filter(self._init(k), eqx.is_array), keys)
-        if self.static is None:
-            shapes = eqx.filter_eval_shape(self._init, keys)  # no FLOPs: the non-array parts
-            self.static = eqx.filter(shapes, eqx.is_array, inverse=True)
-        return init(keys)
-
-    def _init(self, keys):
-        config, (d_in, d_out) = self.config, self.model_sizes
-
-        def one_seed(k):
-            model = MLP(
-                d_in,
-                config.width,
-                config.depth,
-                d_out,
-                use_bias=config.use_bias,
-                parameterization=config.parameterization,
-                key=k[0],
-            )
-            return self.learner.init(model, key=k[1])
-
-        return eqx.filter_vmap(one_seed)(keys)
-
-    def train(self, arrays, dev, keys, t: int, epoch: int, start: int, length: int):
-        args = (arrays, dev, keys, np.int32(t), np.int32(epoch), np.int32(start), np.int32(length))
-        return self._compiled("train", self._train, *args)(*args)
-
-    def end_task(self, arrays, dev, keys, t: int):
-        if not self.has_end_task:  # the default hook is the identity: nothing to compile
-            return arrays
-        args = (arrays, dev, keys, np.int32(t))
-        return self._compiled("end_task", self._end_task, *args)(*args)
-
-    def evaluate(self, arrays, dev):
-        return self._compiled("evaluate", self._evaluate, arrays, dev)(arrays, dev)
-
-    def _state(self, arr):
-        return eqx.combine(arr, self.static)
-
-    def _train(self, arrays, dev, keys, t, epoch, start, length):
-        learner, task = self.learner, Task(t, dev["masks"][t])
-        count = dev["stripe_count"][t]  # [stripes]: one example of every stripe per step
-        per_stripe = dev["stripe_index"].shape[2]
-
-        def one_seed(arr, k):
-            u = jr.uniform(jr.fold_in(jr.fold_in(k[2], t), epoch), count.shape + (per_stripe,))
-            valid = jnp.arange(per_stripe) < count[:, None]
-            order = jnp.argsort(jnp.where(valid, u, 2.0), axis=1)  # each stripe's order
-
-            def body(i, carry):
-                a, total = carry
-                pos = lax.dynamic_slice_in_dim(order, start + i, 1, axis=1)
-                x, y = parallel.shard_batch(task_inputs(dev, t, *stripes.gather(dev, t, pos)))
-                state, aux = learner.step(self._state(a), x, y, task)
-                return eqx.filter(state, eqx.is_array), total + aux["loss"]
-
-            # A dynamic trip count: one compiled program serves every chunk length.
-            arr, total = lax.fori_loop(0, length, body, (arr, jnp.zeros((), jnp.float32)))
-            return arr, total / length
-
-        return _over_seeds(one_seed, arrays, keys, use_vmap=self.use_vmap)
-
-    def _end_task(self, arrays, dev, keys, t):
-        n, count = self.config.end_task_examples, dev["stripe_count"][t]
-        per = -(-n // count.shape[0])  # examples drawn per stripe
-        task = Task(t, dev["masks"][t])
-
-        def one_seed(arr, k):
-            key = jr.fold_in(k[3], t)
-            pos = jr.randint(jr.fold_in(key, 0), count.shape + (per,), 0, count[:, None])
-            x, y = (v[:n] for v in stripes.gather(dev, t, pos))  # n examples, stripe-major
-            x, y = task_inputs(dev, t, x, y)
-            state = self.learner.end_task(self._state(arr), t, x, y, task, key=jr.fold_in(key, 1))
-            return eqx.filter(state, eqx.is_array)
-
-        return _over_seeds(one_seed, arrays, keys, use_vmap=self.use_vmap)
-
-    def _evaluate(self, arrays, dev):
-        maxn = dev["test_index"].shape[1]
-
-        def one_seed(arr):
-            state = self._state(arr)
-
-            def one_task(j):
-                model = self.learner.eval_model(state, j)
-                x, y = task_batch(dev, j, dev["test_index"][j], test=True)
-                logits = lax.map(model, x, batch_size=min(self.config.eval_batch_size, maxn))
-                valid = jnp.arange(maxn) < dev["test_count"][j]
-                correct = (predict(logits, dev["masks"][j]) == y) & valid
-                return jnp.sum(correct) / dev["test_count"][j]
-
-            return lax.map(one_task, jnp.arange(self.n_tasks, dtype=jnp.int32))
-
-        return _over_seeds(one_seed, arrays, use_vmap=self.use_vmap)
-
-
-def _over_seeds(fn: Callable, *args, use_vmap: bool = True):
-    """`fn` over the leading seed axis: `jax.vmap`, or `lax.map` if not `use_vmap`.
-
-    A single seed is neither: without `vmap` a learner's `lax.cond`s stay conditionals (under
-    `vmap` with a batched predicate both branches run).
-    """
-    n = jax.tree_util.tree_leaves(args)[0].shape[0]
-    if n > 1:
-        if use_vmap:  # the seed axis is split over the "seed" mesh axis
-            return jax.vmap(fn, spmd_axis_name=parallel.SEED_AXIS)(*args)
-        return lax.map(lambda a: fn(*a), args)
-    out = fn(*jax.tree_util.tree_map(lambda v: v[0], args))
-    return jax.tree_util.tree_map(lambda v: v[None], out)
-
-
-_CACHE: dict[str, _Programs] = {}
-_CACHE_SIZE = 8
-
-
-def _programs(config: Config, tasks: Tasks) -> _Programs:
-    """The compiled programs for `config`, reused across runs whose programs are identical."""
-    fields = config.identity()
-    for name in ("seed", "task_seed", "eval_every", "checkpoint_every"):
-        fields.pop(name)  # these change arguments, not programs
-    arrays = {n: np.shape(getattr(tasks, n)) for n in ("x_train", "x_test", "train_index")}
-    devices = (config.devices, config.mesh)
-    key = json.dumps([fields, arrays, tasks.test_index.shape, devices], sort_keys=True, default=str)
-    if key not in _CACHE:
-        while len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _Programs(config, tasks, make_learner(config))
-    return _CACHE[key]
-
-
 def _steps_per_epoch(config: Config, tasks: Tasks) -> list[int]:
     spe = [int(n) // config.batch_size for n in tasks.train_count]
     if min(spe) < 1:
@@ -344,7 +177,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
     folder = Path(config.out) / "checkpoint" if config.out is not None else None
     if folder is not None and parallel.is_main():  # only process 0 writes
         ckpt.check_config(folder, config.identity())
-    prog = _programs(config, tasks)
+    prog = programs(config, tasks)
     compile0 = prog.compile_time
     S, T = config.seeds, tasks.n_tasks
     spe = _steps_per_epoch(config, tasks)
@@ -353,7 +186,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
     seeds = jnp.arange(config.seed, config.seed + S)
     keys = prog.par.place_seeds(jax.vmap(lambda s: jr.split(jr.key(s), 4))(seeds))
     arrays = prog.init(keys)
-    dev = _device_tasks(tasks)
+    dev = device_tasks(tasks)
     striped = stripes.StripedData(tasks, config.batch_size, prog.par.mesh).arrays()
     # Keep only this process's slice of the training rows (now on its devices).
     tasks = dataclasses.replace(tasks, x_train=tasks.x_train[:0], y_train=tasks.y_train[:0])
