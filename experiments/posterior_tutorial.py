@@ -39,13 +39,10 @@ def first_order_table() -> list[tuple[float, float]]:
 
 
 def train_digits(beta: float, steps: int, batch: int):
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    perm = np.random.RandomState(0).permutation(len(digits.target))
-    x = jnp.asarray(digits.data[perm] / 16.0, jnp.float32)
-    y = jnp.asarray(digits.target[perm])
-    x_train, y_train, x_test, y_test = x[:1400], y[:1400], x[1400:], y[1400:]
+    data = nte.data.load("digits")  # scikit-learn's 8x8 digits, nte.data's fixed split
+    x_train = jnp.asarray(data.x_train.reshape(len(data.x_train), -1))
+    x_test = jnp.asarray(data.x_test.reshape(len(data.x_test), -1))
+    y_train, y_test = jnp.asarray(data.y_train), jnp.asarray(data.y_test)
 
     def loss(m, xi, yi):
         return -jax.nn.log_softmax(m(xi))[yi]
