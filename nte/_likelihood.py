@@ -158,13 +158,14 @@ def _capped(t: _Tapped, beta, rest: Stats | None):
     beta = jnp.asarray(beta, dtype)
     known = jnp.zeros((), dtype) if rest is None else rest.max_u.astype(dtype)
     known_bad = jnp.int32(0) if rest is None else count(rest.bad)
-    bound = known
+    bound = jnp.zeros((), dtype)
     for i, (D, A) in t.layers:
         bound = jnp.maximum(bound, series.series_bound(beta, D, A))
         bias = _bias(t, i, D, beta)
         if bias is not None:
             known, known_bad = jnp.maximum(known, bias[1]), known_bad + count(bias[2])
-    may_cap = bound * (1 + 1e-4) > 1  # margin: the bound is rounded
+    # exact maxima (biases, other leaves) or the rounded weight bounds (with a margin)
+    may_cap = (known > 1) | (bound * (1 + 1e-4) > 1)
 
     def exact():
         max_u, num_bad = known, known_bad

@@ -255,3 +255,19 @@ def test_exact_max_and_series_sum_against_loops():
         np.testing.assert_array_less(err, (trunc + 16 * eps) * sum_u + 1e-12)
         assert np.all(np.asarray(out)[s == 0] == 0)
     assert float(np.max(err)) < 1e-7  # 11 orders: float precision
+
+
+def test_cap_sees_invalid_biases_when_weight_bounds_are_small(getkey):
+    """Tiny inputs: every weight has |β s g| ≪ 1 but some bias gradients give β s δ > 1; the
+    cap must still be taken from the biases (as `"vmap"` does)."""
+    model = nte.nn.MLP(4, 6, 1, 3, key=getkey())
+    x, y = 1e-3 * jax.random.normal(getkey(), (8, 4)), jnp.arange(8) % 3
+    signs = nte.sign_mask(nte.split(model)[0])
+    kw = dict(signs=signs, inv_temperature=5.0)
+    ref = nte.expert_log_likelihoods(_loss, model, x, y, method="vmap", **kw)
+    assert int(ref.num_invalid) > 0 and float(ref.inv_temperature) < 5.0
+    for m in ["chunked", "series", "auto"]:
+        out = nte.expert_log_likelihoods(_loss, model, x, y, method=m, **kw)
+        assert int(out.num_invalid) == int(ref.num_invalid)
+        np.testing.assert_allclose(out.inv_temperature, ref.inv_temperature, rtol=1e-6)
+        _assert_close(out.log_likelihoods, ref.log_likelihoods, 1e-5)
