@@ -89,7 +89,13 @@ def _layer_mask(params, i: int):
 class _Tapped(NamedTuple):
     """The work of one call: tapped Linear layers `(index, (D, A))` and everything else."""
 
-    ctx: tuple  # (loss_fn, params, static, x, y, signs, chunk)
+    loss_fn: Callable
+    params: PyTree
+    static: PyTree
+    x: PyTree
+    y: PyTree
+    signs: PyTree
+    chunk: int
     layers: list
     bound_limit: float  # the series where U < bound_limit (0: never)
     terms: int | None
@@ -98,7 +104,7 @@ class _Tapped(NamedTuple):
 def _weight_stats(t: _Tapped, i, D, A, beta):
     """(sums, max_u, bad) of tapped layer `i`'s weight: series where U < `bound_limit` (with
     adaptive orders, only where `MAX_TERMS` orders reach the dtype's epsilon), else exact."""
-    s = series.linear_nodes(t.ctx[5])[i].weight
+    s = series.linear_nodes(t.signs)[i].weight
     U = series.series_bound(beta, D, A)
 
     def by_series():
@@ -117,27 +123,25 @@ def _weight_stats(t: _Tapped, i, D, A, beta):
 
 def _rest_stats(t: _Tapped, beta) -> Stats | None:
     """Stats of every leaf outside the tapped layers (per-example gradients in chunks)."""
-    loss_fn, params, static, x, y, signs, chunk = t.ctx
-    mask = jtu.tree_map(lambda _: False, params)
+    mask = jtu.tree_map(lambda _: False, t.params)
     for i, _ in t.layers:
-        mask = jtu.tree_map(lambda a, b: a or b, mask, _layer_mask(params, i))
-    tapped_part, rest = eqx.partition(params, mask)
+        mask = jtu.tree_map(lambda a, b: a or b, mask, _layer_mask(t.params, i))
+    tapped_part, rest = eqx.partition(t.params, mask)
     if not jtu.tree_leaves(rest):
         return None
-    rest_signs = eqx.filter(signs, jtu.tree_map(lambda m: not m, mask))
-    return _chunked(loss_fn, rest, tapped_part, static, x, y, rest_signs, beta, chunk)
+    rest_signs = eqx.filter(t.signs, jtu.tree_map(lambda m: not m, mask))
+    return _chunked(t.loss_fn, rest, tapped_part, t.static, t.x, t.y, rest_signs, beta, t.chunk)
 
 
 def _bias(t: _Tapped, i, D, beta):
-    s = series.linear_nodes(t.ctx[5])[i].bias
+    s = series.linear_nodes(t.signs)[i].bias
     return None if s is None else series.bias_stats(D, s, beta)
 
 
 def _tapped_stats(t: _Tapped, beta, rest: Stats | None) -> Stats:
     """Stats of every leaf: the tapped layers at β, and `rest` (the other leaves) put in."""
-    params = t.ctx[1]
     if rest is None:
-        empty = jtu.tree_map(lambda _: None, params)
+        empty = jtu.tree_map(lambda _: None, t.params)
         rest = Stats(empty, jnp.zeros(()), empty)
     sums, bad, max_u = rest.sums, rest.bad, rest.max_u
     for i, (D, A) in t.layers:
@@ -170,7 +174,7 @@ def _capped(t: _Tapped, beta, rest: Stats | None):
     def exact():
         max_u, num_bad = known, known_bad
         for i, (D, A) in t.layers:
-            s = series.linear_nodes(t.ctx[5])[i].weight
+            s = series.linear_nodes(t.signs)[i].weight
             m, nb = series.exact_max(D, A, s, beta)
             max_u, num_bad = jnp.maximum(max_u, m), num_bad + nb
         return capped_beta(beta, max_u).astype(dtype), num_bad
@@ -316,7 +320,6 @@ def _compute(loss_fn, model, x, y, signs, hyper, filter_spec, *, method, chunk, 
             grads, signs, inv_temperature, eta, invalid
         )
         return ExpertLogLikelihoods(loglik, num_invalid, beta_used)
-    ctx = (loss_fn, params, static, x, y, signs, chunk)
     indices = series.tappable_layers(loss_fn, params, static, x, y)
     if not indices:  # per-example gradients in chunks for every leaf
         diff, fixed = eqx.partition(params, eqx.is_array)
@@ -324,7 +327,8 @@ def _compute(loss_fn, model, x, y, signs, hyper, filter_spec, *, method, chunk, 
         return _finish(run, inv_temperature, eta, invalid)
     layers = list(zip(indices, series.taps(loss_fn, params, static, x, y, indices)))
     bound_limit = {"auto": _AUTO_BOUND, "series": 1.0, "chunked": 0.0}[method]
-    t = _Tapped(ctx, layers, bound_limit, terms if method == "series" else None)
+    terms = terms if method == "series" else None
+    t = _Tapped(loss_fn, params, static, x, y, signs, chunk, layers, bound_limit, terms)
     rest = _rest_stats(t, inv_temperature)
     if invalid != "cap":
         stats = _tapped_stats(t, inv_temperature, rest)
