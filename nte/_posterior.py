@@ -3,7 +3,6 @@
 from typing import NamedTuple
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
@@ -233,35 +232,14 @@ def _update(updates, state, params, hyper, *, renormalize, invalid):
 def _project(lam, log_norm, renormalize, max_delta):
     """Steps 4–5: renormalize to log Z over all leaves, then clip at log max_delta."""
     if renormalize:
-        shift = _renormalizing_shift(jtu.tree_leaves(lam), log_norm)
+        lse = _logsumexp(jtu.tree_leaves(lam))
+        shift = jnp.where(jnp.isfinite(lse), log_norm - lse, 0)  # all pruned: leave as is
         lam = jtu.tree_map(lambda v: (v + shift.astype(v.dtype)).astype(v.dtype), lam)
     if max_delta is not None:
         lam = jtu.tree_map(
             lambda v: jnp.minimum(v, jnp.log(jnp.asarray(max_delta, v.dtype))).astype(v.dtype), lam
         )
     return lam
-
-
-def _renormalizing_shift(leaves: list, log_norm) -> Array:
-    """log Z − logsumexp(λ), in ONE pass over λ when possible.
-
-    Before the step every λ_i ≤ log Z (renormalized), so exp(λ + L − log Z) only overflows if
-    some L_i is huge and only underflows if every λ_i fell far below log Z; the sum is then
-    taken with that fixed shift and, only if it is not in [1e-30, ∞), again with the maximum
-    (the usual two-pass logsumexp, under `lax.cond`). All experts pruned: shift 0."""
-    if not leaves:
-        return jnp.zeros(())
-    dtype = jnp.result_type(*leaves)
-    log_norm = jnp.asarray(log_norm, dtype)
-    fixed = jnp.where(jnp.isfinite(log_norm), log_norm, 0)
-    total = sum((jnp.sum(jnp.exp(v - fixed)) for v in leaves), jnp.zeros((), dtype))
-
-    def two_pass():
-        lse = _logsumexp(leaves)
-        return jnp.where(jnp.isfinite(lse), log_norm - lse, 0)
-
-    ok = (total >= 1e-30) & jnp.isfinite(total)
-    return jax.lax.cond(ok, lambda: log_norm - fixed - jnp.log(total), two_pass)
 
 
 def _parameters(lam, signs, origin):
