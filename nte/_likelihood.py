@@ -102,23 +102,29 @@ class _Tapped(NamedTuple):
 
 
 def _weight_stats(t: _Tapped, i, D, A, beta):
-    """(sums, max_u, bad) of tapped layer `i`'s weight: series where U < `bound_limit` (with
-    adaptive orders, only where `MAX_TERMS` orders reach the dtype's epsilon), else exact."""
+    """(sums, max_u, bad) of tapped layer `i`'s weight: the series where U < `bound_limit`
+    (adaptive orders: only where `MAX_TERMS` orders reach the dtype's epsilon), else exact.
+
+    One `lax.switch` on scalars picks the branch: the unrolled series (at most `_BLOCK`
+    orders, itself a switch over the order count), the looped series (more orders; only
+    when `bound_limit` allows them) or the exact pass."""
     s = series.linear_nodes(t.signs)[i].weight
     U = series.series_bound(beta, D, A)
-
-    def by_series():
-        w_sum = series.series_sum(D, A, s, beta, U, t.terms)
-        return w_sum, U.astype(D.dtype), jnp.zeros(s.shape, bool)
-
+    exact = lambda: series.exact_sum(D, A, s, beta)
     if t.bound_limit <= 0:  # method="chunked"
-        return series.exact_sum(D, A, s, beta)
-    use_series = U < t.bound_limit
-    if t.terms is None:
-        M = series.MAX_TERMS
-        tail = U**M / ((M + 1) * (1 - jnp.minimum(U, 0.999)))
-        use_series = use_series & (tail <= jnp.finfo(D.dtype).eps)
-    return jax.lax.cond(use_series, by_series, lambda: series.exact_sum(D, A, s, beta))
+        return exact()
+
+    def by(fn, terms):
+        return lambda: (fn(D, A, s, beta, terms), U.astype(D.dtype), jnp.zeros(s.shape, bool))
+
+    if t.terms is not None:
+        return jax.lax.cond(U < t.bound_limit, by(series.series_sum, t.terms), exact)
+    M = series.series_order(U, D.dtype)
+    tail = U**series.MAX_TERMS / ((series.MAX_TERMS + 1) * (1 - jnp.minimum(U, 0.999)))
+    ok = (U < t.bound_limit) & (tail <= jnp.finfo(D.dtype).eps)
+    branches = [by(series.series_sum, M), by(series.looped_series_sum, M), exact]
+    index = jnp.where(ok, jnp.where(M <= series._BLOCK, 0, 1), 2)
+    return jax.lax.switch(index, branches)
 
 
 def _rest_stats(t: _Tapped, beta) -> Stats | None:

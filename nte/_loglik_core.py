@@ -84,10 +84,23 @@ def capped_beta(beta, max_u: Array) -> Array:
     return jnp.where(max_u > 1, beta * (1 - EPS) / jnp.maximum(max_u, 1), beta)
 
 
+def count_true(mask: Array) -> Array:
+    """Number of True elements of a bool array, as an int32 scalar.
+
+    Counted in float32 along the last axis (exact below 2^24 elements per row), then in int32
+    over the rows: XLA's CPU backend fuses a float reduction with the comparison that makes
+    `mask`, while an int32 sum first writes an int32 copy of the whole array."""
+    mask = jnp.asarray(mask)
+    rows = mask.reshape(-1, mask.shape[-1]) if mask.ndim else mask.reshape(1, 1)
+    if rows.shape[-1] >= 2**24:
+        return jnp.sum(rows, dtype=jnp.int32)
+    return jnp.sum(jnp.sum(rows, axis=-1, dtype=jnp.float32).astype(jnp.int32))
+
+
 def count(bad: PyTree[Bool[Array, "..."]]) -> Array:
     """Number of True elements in a tree of bools, as an int32 scalar."""
     leaves = jtu.tree_leaves(bad)
-    return jnp.asarray(sum((jnp.sum(b, dtype=jnp.int32) for b in leaves), jnp.int32(0)), jnp.int32)
+    return jnp.asarray(sum((count_true(b) for b in leaves), jnp.int32(0)), jnp.int32)
 
 
 def maybe_raise(tree: PyTree, num_invalid: Array, invalid: str) -> PyTree:

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from ._errors import check_positive
 from ._likelihood import ExpertLogLikelihoods
-from ._loglik_core import check_invalid, likelihood_from_grads
+from ._loglik_core import check_invalid, count_true, likelihood_from_grads
 from ._signs import sign_mask
 
 
@@ -48,7 +48,7 @@ def _logsumexp(leaves: list) -> Array:
 
 
 def _count(pred, leaves) -> Array:
-    return jnp.asarray(sum((jnp.sum(pred(v), dtype=jnp.int32) for v in leaves), jnp.int32(0)))
+    return jnp.asarray(sum((count_true(pred(v)) for v in leaves), jnp.int32(0)))
 
 
 def _init_delta(params, init_scale, key):

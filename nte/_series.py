@@ -169,33 +169,42 @@ def _looped_series(D, A, terms: Array):
     return jax.lax.fori_loop(0, blocks, block, init)[:2]
 
 
-def series_sum(D: Array, A: Array, s: Array, beta, bound: Array, terms: int | None) -> Array:
+def _rescaled(D: Array, A: Array, beta):
+    """Per example, u_b = s ⊙ D̂_b Â_bᵀ with D̂_b = c_b δ_b/‖δ_b‖∞, Â_b = a_b/‖a_b‖∞ and
+    c_b = β‖δ_b‖∞‖a_b‖∞ ≤ U: every factor is ≤ 1 in magnitude, so no power overflows."""
+    d_norm = jnp.max(jnp.abs(D), axis=1, keepdims=True)
+    a_norm = jnp.max(jnp.abs(A), axis=1, keepdims=True)
+    d_norm, a_norm = jnp.where(d_norm > 0, d_norm, 1), jnp.where(a_norm > 0, a_norm, 1)
+    return D / d_norm * (jnp.asarray(beta, D.dtype) * d_norm * a_norm), A / a_norm
+
+
+def _signed(s: Array, P_odd: Array, P_even: Array) -> Array:
+    sb = s.astype(P_odd.dtype)
+    return -(sb * P_odd + jnp.abs(sb) * P_even)
+
+
+def series_sum(D: Array, A: Array, s: Array, beta, terms: int | Array) -> Array:
     """Σ_b log(1 − β s_{kj} δ_{bk} a_{bj}) = −Σ_m (βs)^m/m ⊙ (D^{∘m})ᵀ A^{∘m}.
 
     As s ∈ {−1, 0, 1}, s^m is s for odd m and |s| for even m, so the sum is
     −(s ⊙ P_odd + |s| ⊙ P_even) with one matmul per parity (powers stacked along the batch).
-    `terms=None` uses the fewest orders whose truncation bound U^M/((M+1)(1−U)) (relative to
-    Σ_b|u_b|) is below the dtype's epsilon ([`series_order`][], at most `MAX_TERMS`): exactly
-    M orders for M ≤ `_BLOCK` (a `lax.switch` over unrolled branches), whole blocks of
-    `_BLOCK` beyond. An int uses exactly that many orders. Only valid for `bound` = U < 1.
+    `terms`: an int uses exactly that many orders (unrolled); a traced count (from
+    [`series_order`][], at most `_BLOCK`) picks one of `_BLOCK` unrolled branches
+    (`lax.switch`). Only valid where U = [`series_bound`][] < 1.
     """
-    dtype = D.dtype
-    # Per example, u_b = s ⊙ D̂_b Â_bᵀ with D̂_b = c_b δ_b/‖δ_b‖∞, Â_b = a_b/‖a_b‖∞ and
-    # c_b = β‖δ_b‖∞‖a_b‖∞ ≤ U: every factor is ≤ 1 in magnitude, so no power overflows.
-    d_norm = jnp.max(jnp.abs(D), axis=1, keepdims=True)
-    a_norm = jnp.max(jnp.abs(A), axis=1, keepdims=True)
-    d_norm, a_norm = jnp.where(d_norm > 0, d_norm, 1), jnp.where(a_norm > 0, a_norm, 1)
-    D = D / d_norm * (jnp.asarray(beta, dtype) * d_norm * a_norm)
-    A = A / a_norm
-    if terms is not None:
-        P_odd, P_even = _fixed_series(D, A, terms)
-    else:
-        M = series_order(bound, dtype)
-        branches = [lambda D, A, t=t: _fixed_series(D, A, t) for t in range(1, _BLOCK + 1)]
-        branches.append(lambda D, A: _looped_series(D, A, M))
-        P_odd, P_even = jax.lax.switch(jnp.minimum(M, _BLOCK + 1) - 1, branches, D, A)
-    sb = s.astype(dtype)
-    return -(sb * P_odd + jnp.abs(sb) * P_even)
+    D, A = _rescaled(D, A, beta)
+    if isinstance(terms, int):
+        return _signed(s, *_fixed_series(D, A, terms))
+    branches = [lambda D, A, t=t: _fixed_series(D, A, t) for t in range(1, _BLOCK + 1)]
+    index = jnp.clip(terms, 1, _BLOCK) - 1
+    return _signed(s, *jax.lax.switch(index, branches, D, A))
+
+
+def looped_series_sum(D: Array, A: Array, s: Array, beta, terms: Array) -> Array:
+    """[`series_sum`][] for a traced number of orders beyond `_BLOCK`: whole blocks of
+    `_BLOCK` orders in a `fori_loop` (at most `_BLOCK` − 1 orders more than `terms`)."""
+    D, A = _rescaled(D, A, beta)
+    return _signed(s, *_looped_series(D, A, terms))
 
 
 def _groups(D: Array, A: Array, beta):

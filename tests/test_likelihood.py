@@ -247,14 +247,27 @@ def test_exact_max_and_series_sum_against_loops():
     ref = _loop_log1m(D, A, s, beta)
     sum_u = sum(np.abs(beta * s * np.outer(d, a)) for d, a in zip(D, A))
     u_max, eps = float(U), 1.2e-7
-    for terms in (None, 3, 11):  # 11: more than one block of orders
-        out = series.series_sum(jnp.asarray(D), jnp.asarray(A), jnp.asarray(s), beta, U, terms)
+    adaptive = series.series_order(U, jnp.float32)  # traced count: the switch over orders
+    assert 1 <= int(adaptive) <= 8
+    for terms in (adaptive, 3, 11):  # 11: more than one block of orders
+        out = series.series_sum(jnp.asarray(D), jnp.asarray(A), jnp.asarray(s), beta, terms)
         # the truncation bound U^M/((M+1)(1-U)) (at most ε when adaptive) plus rounding
-        trunc = eps if terms is None else u_max**terms / ((terms + 1) * (1 - u_max))
+        m = int(terms)
+        trunc = u_max**m / ((m + 1) * (1 - u_max))
+        assert terms is not adaptive or trunc <= eps
         err = np.abs(np.asarray(out) - ref)
         np.testing.assert_array_less(err, (trunc + 16 * eps) * sum_u + 1e-12)
         assert np.all(np.asarray(out)[s == 0] == 0)
     assert float(np.max(err)) < 1e-7  # 11 orders: float precision
+    # more than 8 orders: whole blocks in a loop, still below ε relative
+    beta = 0.3 / (np.abs(D).max(1) * np.abs(A).max(1)).max()
+    U = series.series_bound(beta, jnp.asarray(D), jnp.asarray(A))
+    M = series.series_order(U, jnp.float32)
+    assert int(M) > 8
+    out = series.looped_series_sum(jnp.asarray(D), jnp.asarray(A), jnp.asarray(s), beta, M)
+    ref = _loop_log1m(D, A, s, beta)
+    sum_u = sum(np.abs(beta * s * np.outer(d, a)) for d, a in zip(D, A))
+    np.testing.assert_array_less(np.abs(np.asarray(out) - ref), 17 * eps * sum_u + 1e-12)
 
 
 def test_cap_sees_invalid_biases_when_weight_bounds_are_small(getkey):
@@ -271,3 +284,12 @@ def test_cap_sees_invalid_biases_when_weight_bounds_are_small(getkey):
         assert int(out.num_invalid) == int(ref.num_invalid)
         np.testing.assert_allclose(out.inv_temperature, ref.inv_temperature, rtol=1e-6)
         _assert_close(out.log_likelihoods, ref.log_likelihoods, 1e-5)
+
+
+@pytest.mark.parametrize("shape", [(), (7,), (5, 3), (2, 3, 4)])
+def test_count_true_matches_numpy(shape):
+    from nte._loglik_core import count_true
+
+    mask = np.random.default_rng(0).random(shape) < 0.4
+    out = jax.jit(count_true)(jnp.asarray(mask))
+    assert out.dtype == jnp.int32 and int(out) == int(np.sum(mask))
