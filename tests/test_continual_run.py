@@ -164,3 +164,42 @@ def test_config_errors():
     with pytest.raises(TypeError, match="config"):
         continual.run({"tasks": 2})
     assert continual.Config.from_dict(BASE.to_dict()) == BASE
+
+
+_CACHE_RUN = """
+import json, sys
+import jax.monitoring
+hits = []
+jax.monitoring.register_event_listener(
+    lambda name, **kw: hits.append(name) if name == "/jax/compilation_cache/cache_hits" else None
+)
+from nte import continual
+config = continual.Config(tasks=2, width=16, batch_size=64, learner="nte", progress=False,
+                          compile_cache=sys.argv[1])
+r = continual.run(config)
+print(json.dumps({"hits": len(hits), "R": r.R.tolist()}))
+"""
+
+
+def test_compile_cache_is_reused_by_a_later_run(tmp_path):
+    """Two processes, one cache folder: the first fills it, the second loads every program
+    from it (JAX's cache-hit events) and gets the identical accuracy matrix."""
+    import subprocess
+    import sys
+
+    def once():
+        cmd = [sys.executable, "-c", _CACHE_RUN, str(tmp_path / "xla")]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = once()
+    files = list((tmp_path / "xla").iterdir())
+    second = once()
+    assert first["hits"] == 0 and len(files) >= 3  # init, train chunk, evaluation, ...
+    assert second["hits"] >= len(files)
+    assert second["R"] == first["R"]
+
+
+def test_compile_cache_must_be_a_path():
+    with pytest.raises((ValueError, TypeError), match="compile_cache"):
+        continual.Config(compile_cache=3)

@@ -11,6 +11,11 @@ compile, no eval)" is the share of compiled train steps in the wall time left af
 and evaluating (the rest: data loading, initialisation and the Python loop between chunks);
 "host s" is what remains of the wall time outside compiled programs. The table
 compares the learners side by side from one invocation.
+
+Each learner runs twice, in two processes sharing a fresh `Config.compile_cache` folder:
+"cold" compiles every program (a first run), "warm" loads them from JAX's persistent
+compilation cache (every later run of the same configuration, e.g. rerunning an experiment or
+another seed), so its compile time is what loading costs.
 """
 
 import argparse
@@ -18,6 +23,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 
 from nte import continual
 
@@ -34,6 +40,7 @@ def one(learner: str, args: argparse.Namespace) -> dict:
         lr=0.01,
         beta=0.01,
         progress=False,
+        compile_cache=args.compile_cache,
     )
     r = continual.run(config)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -64,16 +71,22 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--compile-cache", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args)))
         return
     rows = []
+    skip = ("one", "compile_cache")
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in skip]
     for learner in args.learners.split(","):
-        flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "one"]
-        cmd = [sys.executable, "-m", "experiments.benchmarks.harness", *flags, f"--one={learner}"]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        with tempfile.TemporaryDirectory() as cache:
+            for run in ("cold", "warm"):
+                cmd = [sys.executable, "-m", "experiments.benchmarks.harness", *flags]
+                cmd += [f"--one={learner}", f"--compile-cache={cache}"]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                row = json.loads(out.strip().splitlines()[-1])
+                rows.append(row | {"learner": f"{learner} ({run})"})
     print(
         f"{args.tasks} permuted {args.dataset} tasks, MLP width {args.width} depth {args.depth}, "
         f"batch {args.batch_size}, 1 epoch, 1 seed"

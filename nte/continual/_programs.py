@@ -8,6 +8,7 @@ tables replicated.
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -16,12 +17,27 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jax import lax
+from jax.experimental.compilation_cache import compilation_cache
 
 from ..nn import MLP
 from . import _parallel as parallel, _stripes as stripes
 from ._config import Config
 from ._learner import AbstractLearner, Task, make_learner, predict
 from ._tasks import Tasks, task_batch, task_inputs
+
+
+def use_compile_cache(folder: str | None) -> None:
+    """Point JAX's persistent compilation cache at `folder` (process-wide; no-op for `None` or
+    the folder already in use) and cache every program, however fast it compiles."""
+    if folder is None:
+        return
+    path = str(Path(folder).expanduser().resolve())
+    if jax.config.jax_compilation_cache_dir == path:
+        return
+    Path(path).mkdir(parents=True, exist_ok=True)
+    compilation_cache.set_cache_dir(path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compilation_cache.reset_cache()  # a cache checked before (off, or elsewhere) is re-read
 
 
 def device_tasks(tasks: Tasks) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ from .._split import merge
 from . import _checkpoint as ckpt, _parallel as parallel, _stripes as stripes
 from ._config import Config
 from ._metrics import Metrics, metrics
-from ._programs import device_tasks, programs
+from ._programs import device_tasks, programs, use_compile_cache
 from ._tasks import Tasks, permuted_tasks, split_tasks
 
 
@@ -173,6 +173,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
     if not isinstance(config, Config):
         raise TypeError(f"`config` must be an nte.continual.Config, got {type(config).__name__}.")
     t_start = time.perf_counter()
+    use_compile_cache(config.compile_cache)
     tasks = load_tasks(config, dataset)
     folder = Path(config.out) / "checkpoint" if config.out is not None else None
     if folder is not None and parallel.is_main():  # only process 0 writes
