@@ -11,6 +11,14 @@ The largest width fitting in 8 GiB is found from the XLA figure: the step is com
 at widths 250, 500, 1000, 2000, the bytes fitted as a + b·w + c·w² (exact for these MLPs: every
 buffer is O(B·w), O(w) or O(w²)), and the quadratic solved for 8 GiB.
 
+A second table ("where the series step's time goes") times, in one process and inside compiled
+`lax.scan` loops of `--repeats` steps (as a training loop runs them), the whole SGD and series
+steps and their parts: the taps (forward + per-example backprop signals), the taps plus the
+3-order series of every tapped weight with no control flow (what the series costs at least),
+and the posterior update alone. Parts that are not steps reduce their outputs to one scalar
+(one extra read of each output). Taps + series + update is a lower bound for the series step
+of this design on the machine; its ratio to SGD is printed.
+
 Run: `python -m experiments.benchmarks.nte_step` (add `--quick` for a smoke test).
 """
 
@@ -130,6 +138,76 @@ def child(method: str, width: int, batch: int, chunk: int | None, repeats: int, 
     )
 
 
+def _looped(body, carry, repeats: int):
+    """`repeats` calls of `body(carry) -> carry` in one compiled `lax.scan`; ms per call
+    (median of 5 timed runs after a warm-up)."""
+    import jax
+
+    run = jax.jit(lambda c: jax.lax.scan(lambda c, _: (body(c), None), c, None, repeats)[0])
+    jax.block_until_ready(run(carry))
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        jax.block_until_ready(run(carry))
+        times.append((time.perf_counter() - t) / repeats)
+    return 1e3 * sorted(times)[2]
+
+
+def breakdown(width: int, batch: int, repeats: int) -> dict:
+    """ms per step of SGD, the series step and its parts, in compiled loops (one process)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import nte
+    from nte import _series as series
+
+    sgd_step, (p, sgd_state, x, y) = _build("sgd", width, batch, None)
+    nte_step, (_, nte_state, _, _) = _build("series", width, batch, None)
+    _, static = nte.split(nte.nn.MLP(784, width, 2, 10, key=jax.random.key(0)))
+
+    def loss(m, xi, yi):
+        return -jax.nn.log_softmax(m(xi))[yi]
+
+    layers = series.tappable_layers(loss, p, static, x, y)
+    signs = [series.linear_nodes(nte_state.signs)[i].weight for i in layers]
+
+    def scalar(tree):  # every output element is needed
+        return sum(jnp.sum(v) for v in jax.tree_util.tree_leaves(tree))
+
+    def nudge(p, c):  # a data dependence on the previous iteration, value unchanged
+        return jax.tree_util.tree_map(lambda v: v + 0 * c, p)
+
+    def taps(c):
+        return scalar(series.taps(loss, nudge(p, c), static, x, y, layers)) * 0
+
+    def taps_series(c):
+        pairs = series.taps(loss, nudge(p, c), static, x, y, layers)
+        return scalar([series.series_sum(D, A, s, 0.01, 3) for (D, A), s in zip(pairs, signs)]) * 0
+
+    opt = nte.nte(0.01)
+    lik = nte.expert_log_likelihoods(
+        loss, nte.merge(p, static), x, y, signs=nte_state.signs, inv_temperature=0.01
+    )
+
+    def update(c):
+        params, state = c
+        updates, state = opt.update(lik, state, params)
+        return optax.apply_updates(params, updates), state
+
+    out = {
+        "sgd step": _looped(lambda c: sgd_step(*c, x, y), (p, sgd_state), repeats),
+        "series step": _looped(lambda c: nte_step(*c, x, y), (p, nte_state), repeats),
+        "taps": _looped(taps, jnp.float32(0), repeats),
+        "taps + 3-order series (no control flow)": _looped(taps_series, jnp.float32(0), repeats),
+        "update": _looped(update, (p, nte_state), repeats),
+    }
+    out["lower bound: taps + series + update"] = (
+        out["taps + 3-order series (no control flow)"] + out["update"]
+    )
+    return out
+
+
 def largest_width(scaling: dict, budget: float = 8 * GiB) -> float:
     import numpy as np
 
@@ -151,6 +229,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     widths = [64, 128] if args.quick else [250, 500, 1000, 2000]
+    if args.child == "breakdown":
+        print("RESULT " + json.dumps(breakdown(args.width, args.batch, args.repeats)))
+        return
     if args.child:
         out = child(args.child, args.width, args.batch, args.chunk_size, args.repeats, widths)
         print("RESULT " + json.dumps(out))
@@ -158,7 +239,7 @@ def main() -> None:
     if args.quick:
         args.width, args.repeats = 128, 2
     rows = []
-    for method in METHODS:
+    for method in (*METHODS, "breakdown"):
         cmd = [
             sys.executable,
             "-m",
@@ -180,6 +261,7 @@ def main() -> None:
             print(proc.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"{method} failed")
         rows.append(json.loads(line[0][7:]))
+    parts = rows.pop()
     sgd = rows[0]
     print(
         f"784-{args.width}-{args.width}-10 ReLU MLP, batch {args.batch}, "
@@ -198,6 +280,11 @@ def main() -> None:
             f"{r['xla'] / 2**20:9.1f} {r['xla'] / sgd['xla']:7.2f} "
             f"{largest_width(r['scaling']):22.0f}"
         )
+    print(
+        f"\nwhere the series step's time goes (compiled loops of {args.repeats} steps, one process)"
+    )
+    for name, ms in parts.items():
+        print(f"{name:42} {ms:7.2f} ms  {ms / parts['sgd step']:5.2f} x SGD step")
 
 
 if __name__ == "__main__":
