@@ -94,7 +94,7 @@ def count_true(mask: Array) -> Array:
     rows = mask.reshape(-1, mask.shape[-1]) if mask.ndim else mask.reshape(1, 1)
     if rows.shape[-1] >= 2**24:
         return jnp.sum(rows, dtype=jnp.int32)
-    return jnp.sum(jnp.sum(rows, axis=-1, dtype=jnp.float32).astype(jnp.int32))
+    return jnp.sum(jnp.sum(rows, axis=-1, dtype=jnp.float32).astype(jnp.int32), dtype=jnp.int32)
 
 
 def count(bad: PyTree[Bool[Array, "..."]]) -> Array:

@@ -293,3 +293,12 @@ def test_count_true_matches_numpy(shape):
     mask = np.random.default_rng(0).random(shape) < 0.4
     out = jax.jit(count_true)(jnp.asarray(mask))
     assert out.dtype == jnp.int32 and int(out) == int(np.sum(mask))
+
+
+def test_count_true_stays_int32_in_x64(x64):
+    """Under `jax_enable_x64` sums of int32 default to int64; the count must not."""
+    from nte._loglik_core import count_true
+
+    mask = np.random.default_rng(1).random((5, 3)) < 0.4
+    out = jax.jit(count_true)(jnp.asarray(mask))
+    assert out.dtype == jnp.int32 and int(out) == int(np.sum(mask))
