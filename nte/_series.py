@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array
 
-from ._loglik_core import leaf_stats, log1m
+from ._loglik_core import count_true, leaf_stats, log1m
 from ._split import merge
 
 MAX_TERMS = 64
@@ -285,7 +285,7 @@ def exact_max(D: Array, A: Array, s: Array, beta):
         return jnp.maximum(top, _u(beta, s, *da)), None
 
     top = jax.lax.scan(body, jnp.zeros(s.shape, dtype), (D, A))[0]
-    return jnp.max(top, initial=0.0), jnp.sum(top > 1, dtype=jnp.int32)
+    return jnp.max(top, initial=0.0), count_true(top > 1)
 
 
 def bias_stats(D: Array, s: Array, beta):
