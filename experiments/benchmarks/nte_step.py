@@ -51,6 +51,21 @@ def _batch(batch: int):
         return x, jax.random.randint(jax.random.key(2), (batch,), 0, 10)
 
 
+def _loss(m, xi, yi):
+    import jax
+
+    return -jax.nn.log_softmax(m(xi))[yi]
+
+
+def _split_model(width: int):
+    """`(params, static)` of the benchmark's 784-width-width-10 ReLU MLP."""
+    import jax
+
+    import nte
+
+    return nte.split(nte.nn.MLP(784, width, 2, 10, key=jax.random.key(0)))
+
+
 def _build(method: str, width: int, batch: int, chunk: int | None):
     import jax
     import jax.numpy as jnp
@@ -58,12 +73,9 @@ def _build(method: str, width: int, batch: int, chunk: int | None):
 
     import nte
 
-    model = nte.nn.MLP(784, width, 2, 10, key=jax.random.key(0))
-    params, static = nte.split(model)
+    params, static = _split_model(width)
     x, y = _batch(batch)
-
-    def loss(m, xi, yi):
-        return -jax.nn.log_softmax(m(xi))[yi]
+    loss = _loss
 
     if method == "sgd":
         opt = optax.sgd(0.01)
@@ -164,11 +176,7 @@ def breakdown(width: int, batch: int, repeats: int) -> dict:
 
     sgd_step, (p, sgd_state, x, y) = _build("sgd", width, batch, None)
     nte_step, (_, nte_state, _, _) = _build("series", width, batch, None)
-    _, static = nte.split(nte.nn.MLP(784, width, 2, 10, key=jax.random.key(0)))
-
-    def loss(m, xi, yi):
-        return -jax.nn.log_softmax(m(xi))[yi]
-
+    static, loss = _split_model(width)[1], _loss
     layers = series.tappable_layers(loss, p, static, x, y)
     signs = [series.linear_nodes(nte_state.signs)[i].weight for i in layers]
 
