@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nte._internal._io import atomic_savefig
+
 
 def _plt():
     import matplotlib
@@ -15,9 +17,7 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    tmp.replace(path)
+    atomic_savefig(fig, path, dpi=120, bbox_inches="tight")
     _plt().close(fig)
 
 

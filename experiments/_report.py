@@ -4,7 +4,7 @@ import os
 import re
 from pathlib import Path
 
-from nte.continual._checkpoint import atomic_write_text
+from nte._internal._io import atomic_write_text
 
 
 def update_section(path: str | os.PathLike, key: str, text: str) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from nte import continual, data
+from nte._internal._io import atomic_write_json, atomic_write_text
 
 # Per-learner settings: (Config overrides, learner_kwargs), the same for every seed. Chosen by
 # small sweeps on this setting (seed 0, 10 tasks; docs/results.md, "Baselines"), i.e. on the
@@ -182,14 +183,11 @@ def main(argv: list[str] | None = None) -> dict:
         result = continual.run(config_for(name, args, tasks), dataset=dataset)
         results[name] = summarize(result)
         print(f"{name}: A_T {_stat(results[name]['acc'])}  ({result.wall_time:.0f}s)", flush=True)
-        continual._run.write_json(
-            out / "results.json", {"args": _setting(args), "results": results}
-        )
+        atomic_write_json(out / "results.json", {"args": _setting(args), "results": results})
     order = [*LEARNERS, "hypernetwork_single"]
     results = {n: results[n] for n in order if n in results}
     text = table(results, args) + f"\nTotal wall time: {time.perf_counter() - t0:.0f} s.\n"
-    (out / "table.md.tmp").write_text(text)
-    (out / "table.md.tmp").replace(out / "table.md")
+    atomic_write_text(out / "table.md", text)
     print(text)
     return results
 

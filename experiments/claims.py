@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nte import continual
+from nte._internal._io import atomic_write_json, atomic_write_text
 
 from . import _plots
 from ._report import update_section
@@ -233,9 +234,9 @@ def main(argv: list[str] | None = None) -> None:
                 run_one(config)
     command = "python -m experiments.claims " + shlex.join(a for a in argv if a != "--report-only")
     text = report(args, runs, command.strip())
-    continual._run.write_json(args.out / "index.json", {n: c.to_dict() for n, c in runs.items()})
+    atomic_write_json(args.out / "index.json", {n: c.to_dict() for n, c in runs.items()})
     if args.quick:
-        continual._checkpoint.atomic_write_text(args.report, text)
+        atomic_write_text(args.report, text)
     else:  # docs/results.md holds other experiments' sections too: replace only ours
         update_section(args.report, "claims", text)
     print(text)

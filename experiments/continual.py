@@ -23,6 +23,7 @@ import typing
 from pathlib import Path
 
 from nte import continual
+from nte._internal._io import atomic_write_json
 
 from . import _plots, _scale
 
@@ -69,12 +70,12 @@ def run_one(config: continual.Config, write: bool = True) -> dict:
     out = Path(config.out)
     if write:
         out.mkdir(parents=True, exist_ok=True)
-        continual._run.write_json(out / "config.json", config.to_dict())
+        atomic_write_json(out / "config.json", config.to_dict())
     result = continual.run(config)
     summary = result.summary()
     if not write:
         return {"summary": summary, "R": result.R, "finished": result.finished}
-    continual._run.write_json(out / "metrics.json", summary)
+    atomic_write_json(out / "metrics.json", summary)
     if result.finished:
         title = f"{config.learner} on {config.scenario}-{config.dataset}"
         _plots.accuracy_matrix(result.R, out / "accuracy_matrix.png", title)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         _plots.compare(finished, out / "comparison.png", f"{args['scenario']}-{args['dataset']}")
     total = time.perf_counter() - t0
     overview = {n: r["summary"] for n, r in results.items()} | {"total_wall_time_s": total}
-    continual._run.write_json(out / "summary.json", overview)
+    atomic_write_json(out / "summary.json", overview)
     print(f"wrote {out}/ in {total:.1f}s")
     return overview
 

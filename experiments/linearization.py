@@ -9,9 +9,7 @@ RMSE(network, linearization) against width and training time, the closed-form
 """
 
 import argparse
-import json
 import os
-import tempfile
 import time
 
 import jax
@@ -19,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 import nte
-from nte.predict._study import make_problem, reference_learning_rate, study_width
+from experiments._linear_study import make_problem, reference_learning_rate, study_width
+from nte._internal._io import atomic_savefig, atomic_write_json
 
 NT_REFERENCE = "neural-tangents reports RMSE ≈ 0.05 (network vs linearization, width 512, end)"
 COLUMNS = [
@@ -48,13 +47,6 @@ def checkpoints(steps: int) -> list[int]:
     return [0] + [int(s) for s in points]
 
 
-def write_json(path: str, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def table(rows) -> str:
     head = " ".join(f"{name:>{len(fmt.format(0) if 'd' in fmt else fmt.format(0.0))}}"
                     for name, fmt in COLUMNS)  # fmt: skip
@@ -74,7 +66,7 @@ def plot(rows, out: str) -> list[str]:
     def save(fig, name):
         path = os.path.join(out, name)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        atomic_savefig(fig, path, dpi=110)
         plt.close(fig)
         paths.append(path)
 
@@ -129,7 +121,7 @@ def main(argv=None) -> dict:
     seconds = time.perf_counter() - start
     config = dict(vars(args), learning_rate=lr, loss="0.5 * sum((f - y)**2)", seconds=seconds)
     result = dict(config=config, rows=rows, reference=NT_REFERENCE)
-    write_json(os.path.join(args.out, "metrics.json"), result)
+    atomic_write_json(os.path.join(args.out, "metrics.json"), result)
     print(table(rows))
     print(f"reference: {NT_REFERENCE}")
     print(f"learning rate {lr:.4g}, {args.steps} steps, {config['seconds']:.0f} s")

@@ -8,8 +8,6 @@ Run: `python -m experiments.posterior_tutorial`.
 """
 
 import argparse
-import os
-import tempfile
 
 import equinox as eqx
 import jax
@@ -18,6 +16,7 @@ import numpy as np
 import optax
 
 import nte
+from nte._internal._io import atomic_savefig
 
 
 def first_order_table() -> list[tuple[float, float]]:
@@ -91,11 +90,7 @@ def _plot(curves, path: str, beta: float) -> None:
     ax.legend()
     ax.set_title(f"nte.nte(β={beta}) on digits, 64-32-10 bias-free MLP")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(path))
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    atomic_savefig(fig, path, dpi=100)
 
 
 def main() -> None:

@@ -7,9 +7,7 @@ removes weights. Prints a table and writes the PNG and a JSON of the curves (ato
 """
 
 import argparse
-import json
 import os
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +17,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import nte
+from nte._internal._io import atomic_savefig, atomic_write_json
 
 
 def _data(seed):
@@ -55,16 +54,6 @@ def run(model, opt, data, *, steps, batch, every, key):
         if t < steps:
             params, state = step(params, state, k)
     return curve
-
-
-def _atomic_write(path, write):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    write(tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def main():
@@ -118,11 +107,9 @@ def main():
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _atomic_write(args.out, lambda tmp: fig.savefig(tmp, dpi=120))
-    payload = json.dumps({"args": vars(args), "curves": curves}, indent=1)
-    _atomic_write(
-        os.path.splitext(args.out)[0] + ".json", lambda tmp: open(tmp, "w").write(payload)
-    )
+    atomic_savefig(fig, args.out, dpi=120)
+    payload = {"args": vars(args), "curves": curves}
+    atomic_write_json(os.path.splitext(args.out)[0] + ".json", payload)
 
 
 if __name__ == "__main__":

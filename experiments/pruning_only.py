@@ -10,7 +10,6 @@ layer, accuracy vs sparsity) to `--out`, atomically.
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 import nte
+from nte._internal._io import atomic_savefig, atomic_write_json
 
 REFERENCE = (
     "Reference (MNIST, 10 permuted tasks, 1 epoch each; design doc §4): SGD's first task falls "
@@ -168,20 +168,12 @@ def _plots(out, results):
     figs["accuracy_vs_sparsity.png"] = fig
     for fname, fig in figs.items():
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(dir=out, suffix=".png")
-        os.close(fd)
-        fig.savefig(tmp, dpi=110)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(out, fname))
+        atomic_savefig(fig, os.path.join(out, fname), dpi=110)
 
 
 def _write_json(args, steps_per_task, results):
     payload = {"args": vars(args), "steps_per_task": steps_per_task, "learners": results}
-    fd, tmp = tempfile.mkstemp(dir=args.out, suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, os.path.join(args.out, "metrics.json"))
+    atomic_write_json(os.path.join(args.out, "metrics.json"), payload)
 
 
 def main():

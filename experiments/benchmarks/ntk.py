@@ -37,6 +37,7 @@ def worker(method: str, n: int, width: int, out: str) -> None:
     import numpy as np
 
     import nte
+    from nte._internal._io import atomic_write
 
     model = nte.nn.MLP(784, width, 2, 10, key=jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (n, 784))
@@ -48,9 +49,7 @@ def worker(method: str, n: int, width: int, out: str) -> None:
     kernel = jax.block_until_ready(compiled(model, x))
     run_s = time.perf_counter() - start
     temp = compiled.compiled.memory_analysis().temp_size_in_bytes
-    tmp = out + ".tmp.npy"
-    np.save(tmp, np.asarray(kernel))
-    os.replace(tmp, out + ".npy")
+    atomic_write(out + ".npy", lambda f: np.save(f, np.asarray(kernel)), binary=True)
     result = dict(compile_s=compile_s, run_s=run_s, peak_rss=_peak_rss_bytes(), xla_temp=temp)
     print(json.dumps(result))
 

@@ -205,9 +205,9 @@ def main() -> None:
                 rows[-1].setdefault("learner", learner)
                 print(_row(rows[-1]), flush=True)
     if args.json:
-        from nte.continual._checkpoint import atomic_write_text
+        from nte._internal._io import atomic_write_json
 
-        atomic_write_text(args.json, json.dumps(rows, indent=2))
+        atomic_write_json(args.json, rows)
 
 
 if __name__ == "__main__":

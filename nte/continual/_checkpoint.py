@@ -13,34 +13,18 @@ from typing import Any
 
 import equinox as eqx
 
+from .._internal._io import atomic_write, atomic_write_json, atomic_write_text
+
 STATE_FILE = "state.eqx"
 PROGRESS_FILE = "progress.json"
 CONFIG_FILE = "run_config.json"
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically (temporary file in the same folder + `os.replace`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save(folder: str | os.PathLike, tree: Any, summary: dict[str, Any]) -> None:
     """Atomically write `tree` (arrays) and then the JSON `summary` into `folder`."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{STATE_FILE}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        eqx.tree_serialise_leaves(f, tree)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / STATE_FILE)
-    atomic_write_text(folder / PROGRESS_FILE, json.dumps(summary, indent=2, sort_keys=True))
+    atomic_write(folder / STATE_FILE, lambda f: eqx.tree_serialise_leaves(f, tree), binary=True)
+    atomic_write_json(folder / PROGRESS_FILE, summary)
 
 
 def load(folder: str | os.PathLike, like: Any) -> Any | None:

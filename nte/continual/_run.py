@@ -9,7 +9,6 @@ devices, and a resumed run replays exactly the same batches.
 """
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -286,8 +285,3 @@ def run(config: Config, *, dataset: Any = None) -> Result:
         steps_per_second=(int(ck["done_steps"]) - done0) / max(times["train"], 1e-12),
         state=merge(prog.par.host(ck["state"]), prog.static),
     )
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write `obj` as JSON to `path` atomically."""
-    ckpt.atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import nte
-from nte.predict._study import make_problem, reference_learning_rate, study_width
+from experiments._linear_study import make_problem, reference_learning_rate, study_width
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,9 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from .._linearize import linearize
-from .._ntk import empirical_ntk
-from .._split import merge, split
-from ..nn import MLP
-from ._mse import discrete_gradient_descent_mse, gradient_descent_mse, max_learning_rate
+from nte import empirical_ntk, linearize, merge, split
+from nte.nn import MLP
+from nte.predict import discrete_gradient_descent_mse, gradient_descent_mse, max_learning_rate
 
 
 @dataclasses.dataclass(frozen=True)
