@@ -198,7 +198,7 @@ def test_missing_fails_fast(tmp_path, monkeypatch, source):
     monkeypatch.setenv("NTE_DATA_DIR", str(tmp_path))
     start = time.perf_counter()
     with pytest.raises(FileNotFoundError) as info:
-        nte.data.load("mnist", source=source, data_dir=tmp_path / "nothing")
+        nte.data.load("mnist", source=source, data_dir=tmp_path)
     assert time.perf_counter() - start < 10
     msg = str(info.value)
     assert "'mnist'" in msg
@@ -282,3 +282,44 @@ def test_dataset_validation():
     for field, value in bad:
         with pytest.raises((ValueError, TypeError), match=field):
             nte.data.Dataset(**{**ok, field: value})
+
+
+# --- folders and files that are not what they claim ----------------------------------------
+
+
+def test_nonexistent_data_dir_is_an_error(tmp_path, monkeypatch):
+    _tiny(tmp_path / "mnist")
+    monkeypatch.setattr(_load, "DEBIAN_DIR", tmp_path)  # a fallback that WOULD find data
+    with pytest.raises(FileNotFoundError, match="`data_dir`") as info:
+        nte.data.load("mnist", data_dir=tmp_path / "typo")
+    assert str(tmp_path / "typo") in str(info.value)
+    monkeypatch.setenv("NTE_DATA_DIR", "/nonexistent")
+    with pytest.raises(FileNotFoundError, match=r"\$NTE_DATA_DIR is '/nonexistent'"):
+        nte.data.load("mnist")
+    monkeypatch.setenv("NTE_DATA_DIR", str(tmp_path))
+    assert nte.data.load("mnist").location == str(tmp_path / "mnist")
+
+
+def test_missing_file_is_named(tmp_path):
+    _tiny(tmp_path, gz=True)
+    (tmp_path / (STEMS["test_y"] + ".gz")).unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        nte.data.load("mnist", data_dir=tmp_path)
+    msg = str(info.value)
+    assert STEMS["test_y"] in msg and STEMS["train_x"] not in msg and str(tmp_path) in msg
+
+
+def test_plain_and_gz_side_by_side(tmp_path):
+    raw = _tiny(tmp_path, gz=True)
+    plain = tmp_path / STEMS["train_x"]
+    plain.write_bytes(b"\0\0")  # a corrupt plain file next to a good .gz: the .gz is used
+    _check_tiny(nte.data.load("mnist", data_dir=tmp_path), raw)
+    good = gzip.decompress((tmp_path / (STEMS["train_x"] + ".gz")).read_bytes())
+    plain.write_bytes(good)  # identical content: fine
+    _check_tiny(nte.data.load("mnist", data_dir=tmp_path), raw)
+    changed = bytearray(good)
+    changed[-1] ^= 0xFF
+    plain.write_bytes(bytes(changed))  # both valid, different: refuse, naming both
+    with pytest.raises(ValueError, match="Both") as info:
+        nte.data.load("mnist", data_dir=tmp_path)
+    assert str(plain) in str(info.value) and str(plain) + ".gz" in str(info.value)

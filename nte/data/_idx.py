@@ -61,24 +61,45 @@ def read_idx(path: str | os.PathLike, kind: str) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 
 
-def find_file(folder: Path, stem: str) -> Path | None:
-    """The plain or `.gz` IDX file `stem` in `folder` (plain preferred), or `None`."""
-    for name in (stem, stem + ".gz"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
+def find_files(folder: Path, stem: str) -> list[Path]:
+    """The plain and `.gz` IDX files `stem` that exist in `folder` (plain first)."""
+    return [folder / n for n in (stem, stem + ".gz") if (folder / n).is_file()]
+
+
+def missing_files(folder: Path) -> list[str]:
+    """The IDX files (stems) of the four that `folder` lacks in both plain and `.gz` form."""
+    stems = [s for pair in _STEMS.values() for s in pair]
+    return [s for s in stems if not find_files(folder, s)]
 
 
 def has_idx_files(folder: Path) -> bool:
     """Whether `folder` holds all four IDX files (train/test images and labels)."""
-    return all(find_file(folder, s) is not None for stems in _STEMS.values() for s in stems)
+    return not missing_files(folder)
+
+
+def _read_stem(folder: Path, stem: str, kind: str) -> tuple[np.ndarray, Path]:
+    """The array of IDX file `stem`: when both a plain and a `.gz` file exist, the one that
+    validates is used; if both validate they must hold the same array, else it refuses."""
+    paths = find_files(folder, stem)
+    if not paths:
+        raise FileNotFoundError(f"Missing IDX file {str(folder / stem)!r} (plain or .gz).")
+    results, errors = [], []
+    for path in paths:
+        try:
+            results.append((read_idx(path, kind), path))
+        except IDXError as e:
+            errors.append(e)
+    if not results:
+        raise errors[0]
+    if len(results) == 2 and not np.array_equal(results[0][0], results[1][0]):
+        a, b = (str(r[1]) for r in results)
+        raise IDXError(f"Both {a!r} and {b!r} exist and hold different data; delete the wrong one.")
+    return results[0]
 
 
 def _read_split(folder: Path, split: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    img_path, lbl_path = (find_file(folder, s) for s in _STEMS[split])
-    if img_path is None or lbl_path is None:
-        raise FileNotFoundError(f"Missing {split} IDX files in {str(folder)!r}.")
-    images, labels = read_idx(img_path, "images"), read_idx(lbl_path, "labels")
+    images, img_path = _read_stem(folder, _STEMS[split][0], "images")
+    labels, lbl_path = _read_stem(folder, _STEMS[split][1], "labels")
     if len(images) != len(labels):
         raise IDXError(
             f"IDX files {str(img_path)!r} and {str(lbl_path)!r} disagree: {len(images)} images "

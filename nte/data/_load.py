@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .._errors import check_choice
 from ._dataset import Dataset
-from ._idx import has_idx_files, load_idx_folder
+from ._idx import load_idx_folder, missing_files
 from ._sklearn import load_digits
 from ._tfds import TFDSNotPrepared, load_tfds, tfds_available
 
@@ -55,6 +55,19 @@ def _folder_names(name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((name, name.replace("_", "-"))))
 
 
+def check_data_dirs(data_dir: str | os.PathLike | None) -> None:
+    """Raise `FileNotFoundError` if `data_dir` (or `$NTE_DATA_DIR`, when `data_dir` is None)
+    names a folder that does not exist: a typo must not fall back to another source."""
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise FileNotFoundError(f"`data_dir` {str(data_dir)!r} is not an existing folder.")
+    elif os.environ.get(ENV_VAR) and not Path(os.environ[ENV_VAR]).is_dir():
+        raise FileNotFoundError(
+            f"${ENV_VAR} is {os.environ[ENV_VAR]!r}, which is not an existing folder; fix or "
+            "unset it."
+        )
+
+
 def idx_candidates(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
     """The folders searched for IDX files, in order (see [`nte.data.load`][])."""
     names = _folder_names(name)
@@ -69,9 +82,15 @@ def idx_candidates(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
 
 def _from_idx(name: str, spec: _Spec, data_dir) -> Dataset | None:
     for folder in idx_candidates(name, data_dir):
-        if has_idx_files(folder):
+        missing = missing_files(folder)
+        if not missing:
             arrays = load_idx_folder(folder, spec.num_classes)
             return _make(name, "idx", spec, arrays, str(folder))
+        if len(missing) < 4:  # a partial folder is a mistake, not "somewhere else"
+            raise FileNotFoundError(
+                f"IDX folder {str(folder)!r} lacks {', '.join(missing)} (plain or .gz) for "
+                f"dataset {name!r}."
+            )
     return None
 
 
@@ -148,9 +167,12 @@ def load(name: str, *, source: str = "auto", data_dir: str | os.PathLike | None 
       otherwise `$NTE_DATA_DIR/<name>` (if the variable is set), then Debian's
       `/usr/share/datasets/<name>` (`<name>` also tried with `-` for `_`, so
       `fashion_mnist` finds Debian's `dataset-fashion-mnist` at
-      `/usr/share/datasets/fashion-mnist`). Corrupt or truncated files (bad magic number,
-      wrong length, broken gzip, image/label count mismatch) raise a `ValueError` naming the
-      file and the problem.
+      `/usr/share/datasets/fashion-mnist`). A `data_dir` or `$NTE_DATA_DIR` that is not an
+      existing folder is an error (never a silent fallback); so is a folder holding some but
+      not all four files (the message names the missing ones). Corrupt or truncated files
+      (bad magic number, wrong length, broken gzip, image/label count mismatch) raise a
+      `ValueError` naming the file and the problem. When both a plain file and its `.gz`
+      exist, the one that validates is used; if both validate but differ, it refuses.
     - `"tfds"`: tensorflow-datasets (extra `nte[tfds]`) through `tfds.data_source` with
       `download=False` and `data_dir` as the tfds data directory; the dataset must already be
       prepared in ArrayRecord format (`tfds build <name> --file_format=array_record`).
@@ -175,6 +197,7 @@ def load(name: str, *, source: str = "auto", data_dir: str | os.PathLike | None 
         ```
     """
     check_choice(source, SOURCES, "source")
+    check_data_dirs(data_dir)
     if not isinstance(name, str):
         raise ValueError(f"`name` must be a string, got {type(name).__name__}.")
     spec = _SPECS.get(name)
