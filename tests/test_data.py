@@ -209,7 +209,7 @@ def test_missing_without_tfds(tmp_path, monkeypatch):
     monkeypatch.setattr(_load, "DEBIAN_DIR", tmp_path)
     monkeypatch.setattr(_load, "tfds_available", lambda: False)
     monkeypatch.setenv("NTE_DATA_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"nte\[tfds\]") as info:
+    with pytest.raises(FileNotFoundError, match=r"neural-tangent-ensemble\[tfds\]") as info:
         nte.data.load("fashion_mnist")
     assert str(tmp_path / "fashion-mnist") in str(info.value)
     assert "dataset-fashion-mnist" in str(info.value)
@@ -218,7 +218,7 @@ def test_missing_without_tfds(tmp_path, monkeypatch):
 def test_tfds_not_installed(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "tensorflow_datasets", None)
     assert not _tfds.tfds_available()
-    with pytest.raises(ImportError, match=r'pip install "nte\[tfds\]"'):
+    with pytest.raises(ImportError, match=r'pip install "neural-tangent-ensemble\[tfds\]"'):
         nte.data.load("mnist", source="tfds")
 
 

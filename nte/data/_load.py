@@ -120,7 +120,10 @@ def _not_found(name: str, data_dir, tried: list[str]) -> FileNotFoundError:
     if name == "fashion_mnist":
         lines.append("On Debian/Ubuntu: apt install dataset-fashion-mnist.")
     if not tfds_available():
-        lines.append('Or install tensorflow-datasets (pip install "nte[tfds]") and prepare it.')
+        lines.append(
+            'Or install tensorflow-datasets (pip install "neural-tangent-ensemble[tfds]") and '
+            "prepare it."
+        )
     return FileNotFoundError(" ".join(lines))
 
 
@@ -173,9 +176,10 @@ def load(name: str, *, source: str = "auto", data_dir: str | os.PathLike | None 
       (bad magic number, wrong length, broken gzip, image/label count mismatch) raise a
       `ValueError` naming the file and the problem. When both a plain file and its `.gz`
       exist, the one that validates is used; if both validate but differ, it refuses.
-    - `"tfds"`: tensorflow-datasets (extra `nte[tfds]`) through `tfds.data_source` with
-      `download=False` and `data_dir` as the tfds data directory; the dataset must already be
-      prepared in ArrayRecord format (`tfds build <name> --file_format=array_record`).
+    - `"tfds"`: tensorflow-datasets (extra `neural-tangent-ensemble[tfds]`) through
+      `tfds.data_source` with `download=False` and `data_dir` as the tfds data directory;
+      the dataset must already be prepared in ArrayRecord format
+      (`tfds build <name> --file_format=array_record`).
     - `"auto"`: `"sklearn"` for digits; otherwise `"idx"`, then `"tfds"` if installed and
       the dataset is prepared.
 

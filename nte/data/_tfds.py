@@ -1,4 +1,4 @@
-"""Datasets from tensorflow-datasets (the optional extra `nte[tfds]`), never downloading.
+"""Datasets from tensorflow-datasets (the extra `neural-tangent-ensemble[tfds]`), never downloading.
 
 Uses `tfds.data_source` (random access through ArrayRecord; TensorFlow is not needed) with
 `download=False`, so a dataset that is not prepared fails at once instead of retrying a
@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-_INSTALL = 'pip install "nte[tfds]"'
+_INSTALL = 'pip install "neural-tangent-ensemble[tfds]"'
 
 
 class TFDSNotPrepared(FileNotFoundError):
