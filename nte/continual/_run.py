@@ -202,7 +202,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
         "history_steps": np.full(n_hist, -1, np.int64),
     }
     if folder is not None:
-        loaded = ckpt.load(folder, ck)
+        loaded = ckpt.load(folder, ck, identity=config.identity(), finite=lambda c: c["state"])
         if loaded is not None:
             ck = {k: (v if k == "state" else np.asarray(v)) for k, v in loaded.items()}
     ck["state"], keys, dev = prog.par.place(ck["state"], keys, dev)
@@ -223,7 +223,7 @@ def run(config: Config, *, dataset: Any = None) -> Result:
         summary = {"task": t, "step_in_task": s, "done_steps": int(ck["done_steps"])}
         state = prog.par.host(ck["state"])  # gathered from every process
         if prog.par.is_main:
-            ckpt.save(folder, {**ck, "state": state}, summary)
+            ckpt.save(folder, {**ck, "state": state}, summary, identity=config.identity())
 
     if int(ck["position"][0]) == 0 and int(ck["position"][1]) == 0:
         ck["baseline"] = np.asarray(timed("eval", prog.evaluate, ck["state"], dev))
