@@ -5,9 +5,10 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from experiments import docs_screenshot
+
+yaml = pytest.importorskip("yaml")  # installed with mkdocs (the docs extra)
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHORS = [
