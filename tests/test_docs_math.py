@@ -8,8 +8,6 @@ import pytest
 
 from experiments import docs_screenshot
 
-yaml = pytest.importorskip("yaml")  # installed with mkdocs (the docs extra)
-
 ROOT = Path(__file__).resolve().parent.parent
 ANCHORS = [
     "neural-tangent-experts",
@@ -40,6 +38,8 @@ def test_math_page_has_every_cited_anchor_once():
 
 
 def test_katex_is_vendored_and_wired_without_cdn():
+    yaml = pytest.importorskip("yaml")  # installed with mkdocs (the docs extra)
+
     class Loader(yaml.SafeLoader):
         pass
 
