@@ -1,3 +1,5 @@
+"""Tests of nte/nn/_dale.py: Dale's-law MLPs, and the learners that keep (or break) their signs."""
+
 import math
 
 import jax
@@ -6,7 +8,7 @@ import jax.tree_util as jtu
 import numpy as np
 import optax
 import pytest
-from sklearn.datasets import load_digits
+from helpers import cross_entropy, digits
 
 import nte
 
@@ -39,14 +41,9 @@ def test_dale_balanced_initialization(getkey):
     np.testing.assert_allclose((w**2).sum(axis=1).mean(), 1.0, rtol=0.05)
 
 
-def _digits(n=512):
-    x, y = load_digits(return_X_y=True)
-    return jnp.asarray(x[:n] / 16.0, jnp.float32), jnp.asarray(y[:n], jnp.int32)
-
-
 def _train(model, opt, steps, key):
     params, static = nte.split(model)
-    x, y = _digits()
+    x, y = digits()
 
     def loss(p, xb, yb):
         logits = jax.vmap(nte.merge(p, static))(xb)
@@ -80,11 +77,8 @@ def test_dale_nte_200_steps_keeps_signs(getkey):
     model = nte.nn.dale_mlp(64, 32, 1, 10, key=getkey())
     signs = nte.nn.dale_signs(model)
     params, static = nte.split(model)
-    x, y = _digits()
+    x, y = digits()
     opt = nte.nte(0.01, max_delta=0.1)
-
-    def loss_one(m, xi, yi):
-        return optax.softmax_cross_entropy_with_integer_labels(m(xi), yi)
 
     def loss(p):
         logits = jax.vmap(nte.merge(p, static))(x)
@@ -93,7 +87,7 @@ def test_dale_nte_200_steps_keeps_signs(getkey):
     @jax.jit
     def step(p, state, k):
         idx = jax.random.choice(k, x.shape[0], (32,), replace=False)
-        grads = nte.per_example_grads(loss_one, nte.merge(p, static), x[idx], y[idx])
+        grads = nte.per_example_grads(cross_entropy, nte.merge(p, static), x[idx], y[idx])
         updates, state = opt.update(grads, state, p)
         return optax.apply_updates(p, updates), state
 
@@ -117,24 +111,6 @@ def test_dale_sgd_needs_keep_signs(getkey):
     assert loss1 < 0.5 * loss0
     for a, b in zip(jtu.tree_leaves(nte.pruning.project_signs(p, signs)), jtu.tree_leaves(p)):
         np.testing.assert_array_equal(a, b)
-
-
-def test_keep_signs_default_takes_init_signs(getkey):
-    params = {"w": jnp.array([1.0, -1.0, 0.5]), "b": jnp.array([0.2])}
-    opt = optax.chain(optax.sgd(1.0), nte.pruning.keep_signs())
-    state = opt.init(params)
-    grads = {"w": jnp.array([2.0, 0.5, -1.0]), "b": jnp.array([1.0])}
-    updates, _ = opt.update(grads, state, params)
-    new = optax.apply_updates(params, updates)
-    np.testing.assert_array_equal(new["w"], [0.0, -1.5, 1.5])
-    np.testing.assert_array_equal(new["b"], [0.0])
-
-
-def test_dale_signs_rejects_non_dale(getkey):
-    with pytest.raises(ValueError, match="Dale"):
-        nte.nn.dale_signs(nte.nn.MLP(4, 16, 1, 3, key=getkey()))
-    with pytest.raises(TypeError, match="model"):
-        nte.nn.dale_signs(jnp.ones(3))
 
 
 @pytest.mark.parametrize(

@@ -1,3 +1,5 @@
+"""Tests of nte/pruning: the cutoffs, prune_only, magnitude pruning and sparsity."""
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -5,24 +7,11 @@ import jax.tree_util as jtu
 import numpy as np
 import optax
 import pytest
+from helpers import random_like, tiny_mlp_params
 from scipy.stats import norm
 
 import nte
 from nte.pruning._cutoff import gaussian_cutoff, quantile_cutoff
-
-
-def _mlp_params(key, **kw):
-    model = nte.nn.MLP(6, 8, 2, 3, key=key, **kw)
-    return nte.split(model)
-
-
-def _random_grads(key, params):
-    leaves, treedef = jtu.tree_flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jtu.tree_unflatten(
-        treedef, [jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)]
-    )
-
 
 # ---------------------------------------------------------------- cutoffs vs numpy
 
@@ -40,11 +29,11 @@ def test_cutoffs_match_numpy(rate):
 
 
 def test_cutoffs_with_nothing_alive_prune_nothing(getkey):
-    params, _ = _mlp_params(getkey())
+    params, _ = tiny_mlp_params(getkey())
     opt = nte.pruning.prune_only(cutoff="quantile")
     state = opt.init(params)
     state = state._replace(mask=jtu.tree_map(jnp.zeros_like, state.mask))
-    updates, new = jax.jit(opt.update)(_random_grads(getkey(), params), state, params)
+    updates, new = jax.jit(opt.update)(random_like(getkey(), params), state, params)
     assert not any(np.any(m) for m in jtu.tree_leaves(new.mask))
 
 
@@ -68,11 +57,11 @@ def _numpy_prune(f_leaves, alive_leaves, rate, cutoff, scope):
 @pytest.mark.parametrize("cutoff", ["gaussian", "quantile"])
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_prune_only_step_matches_numpy(getkey, cutoff, scope):
-    params, _ = _mlp_params(getkey())
+    params, _ = tiny_mlp_params(getkey())
     rate, degree = 0.2, 3.0
     opt = nte.pruning.prune_only(rate, 0.5, cutoff=cutoff, scope=scope, degree=degree)
     state = opt.init(params)
-    g1, g2 = _random_grads(getkey(), params), _random_grads(getkey(), params)
+    g1, g2 = random_like(getkey(), params), random_like(getkey(), params)
     _, state = opt.update(g1, state, params)  # nothing applied: check the second step's choice
     mask_before = [np.asarray(m) for m in jtu.tree_leaves(state.mask)]
     updates, state2 = opt.update(g2, state, params)
@@ -115,9 +104,9 @@ def _run_prune_only(opt, params, grads_fn, steps):
 
 @pytest.mark.parametrize("cutoff", ["gaussian", "quantile"])
 def test_prune_only_mask_never_regains_and_pruned_exactly_zero(getkey, cutoff):
-    params0, _ = _mlp_params(getkey())
+    params0, _ = tiny_mlp_params(getkey())
     key = getkey()
-    grads_fn = lambda i, p: _random_grads(jax.random.fold_in(key, i), p)
+    grads_fn = lambda i, p: random_like(jax.random.fold_in(key, i), p)
     opt = nte.pruning.prune_only(0.05, 0.9, cutoff=cutoff)
     params, state, masks = _run_prune_only(opt, params0, grads_fn, 40)
     for before, after in zip(masks[:-1], masks[1:]):
@@ -134,15 +123,15 @@ def test_prune_only_mask_never_regains_and_pruned_exactly_zero(getkey, cutoff):
 
 @pytest.mark.parametrize("as_function", [False, True])
 def test_prune_only_init_variant_restores_center(getkey, as_function):
-    params0, _ = _mlp_params(getkey())
-    noise = _random_grads(getkey(), params0)
+    params0, _ = tiny_mlp_params(getkey())
+    noise = random_like(getkey(), params0)
     center = jtu.tree_map(lambda p, n: p - 0.1 * n, params0, noise)
     if as_function:
         center_arg = lambda p: jtu.tree_map(lambda x, n: x - 0.1 * n, p, noise)
     else:
         center_arg = center
     key = getkey()
-    grads_fn = lambda i, p: _random_grads(jax.random.fold_in(key, i), p)
+    grads_fn = lambda i, p: random_like(jax.random.fold_in(key, i), p)
     opt = nte.pruning.prune_only(0.05, 0.5, variant="init", center=center_arg)
     params, state, _ = _run_prune_only(opt, params0, grads_fn, 20)
     n_pruned = 0
@@ -179,7 +168,7 @@ def test_prune_only_learns_a_linearly_separable_task(getkey):
 
 
 def test_prune_only_inject_hyperparams_and_no_retrace(getkey):
-    params, _ = _mlp_params(getkey())
+    params, _ = tiny_mlp_params(getkey())
     opt = optax.inject_hyperparams(nte.pruning.prune_only)(rate=0.05, momentum=0.9)
     state = opt.init(params)
 
@@ -190,7 +179,7 @@ def test_prune_only_inject_hyperparams_and_no_retrace(getkey):
     step = jax.jit(step)
     for i in range(3):
         state.hyperparams["rate"] = jnp.asarray(0.05 + 0.01 * i)
-        updates, state = step(_random_grads(getkey(), params), state, params)
+        updates, state = step(random_like(getkey(), params), state, params)
         assert all(
             u.dtype == p.dtype for u, p in zip(jtu.tree_leaves(updates), jtu.tree_leaves(params))
         )
@@ -215,7 +204,7 @@ def _run(opt, params, steps):
 
 
 def test_magnitude_masked_weights_stay_zero_under_momentum_and_weight_decay(getkey):
-    params0, _ = _mlp_params(getkey())
+    params0, _ = tiny_mlp_params(getkey())
     inner = optax.chain(optax.add_decayed_weights(1e-2), optax.sgd(0.05, momentum=0.9))
     opt = nte.pruning.magnitude(inner, 0.6, begin_step=2, end_step=20, frequency=3)
     params, state, history = _run(opt, params0, 60)
@@ -236,7 +225,7 @@ def test_magnitude_masked_weights_stay_zero_under_momentum_and_weight_decay(getk
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_magnitude_gradual_hits_target_at_end_step(getkey, scope):
-    params0, _ = _mlp_params(getkey(), use_bias=False)  # sizes 48, 64, 24
+    params0, _ = tiny_mlp_params(getkey(), use_bias=False)  # sizes 48, 64, 24
     target, t0, t1 = 0.75, 3, 15
     opt = nte.pruning.magnitude(
         optax.sgd(0.01), target, begin_step=t0, end_step=t1, frequency=4, scope=scope
@@ -256,7 +245,7 @@ def test_magnitude_gradual_hits_target_at_end_step(getkey, scope):
 
 
 def test_magnitude_one_shot_prunes_smallest(getkey):
-    params0, _ = _mlp_params(getkey(), use_bias=False)
+    params0, _ = tiny_mlp_params(getkey(), use_bias=False)
     opt = nte.pruning.magnitude(optax.sgd(0.0), 0.5)
     params, _, _ = _run(opt, params0, 1)
     flat0 = np.concatenate([np.ravel(p) for p in jtu.tree_leaves(params0)])
@@ -266,7 +255,7 @@ def test_magnitude_one_shot_prunes_smallest(getkey):
 
 
 def test_magnitude_inject_hyperparams(getkey):
-    params0, _ = _mlp_params(getkey(), use_bias=False)
+    params0, _ = tiny_mlp_params(getkey(), use_bias=False)
     opt = optax.inject_hyperparams(nte.pruning.magnitude)(optax.sgd(0.01), target_sparsity=0.5)
     params, state, _ = _run(opt, params0, 2)
     n = sum(p.size for p in jtu.tree_leaves(params0))
@@ -282,7 +271,7 @@ def test_polynomial_sparsity_closed_form():
         assert float(s) == pytest.approx(expected, rel=1e-6)
 
 
-# ---------------------------------------------------------------- sparsity, signs
+# ---------------------------------------------------------------- sparsity
 
 
 def test_sparsity_against_hand_count():
@@ -292,16 +281,6 @@ def test_sparsity_against_hand_count():
     assert float(per_leaf["b"]) == pytest.approx(2 / 3, rel=1e-7)
     assert per_leaf["c"] is None
     assert float(overall) == pytest.approx(4 / 7)
-
-
-def test_project_signs():
-    params = {"w": jnp.array([1.0, -2.0, 3.0, 0.0, -5.0]), "b": jnp.array([-1.0, 1.0])}
-    signs = {"w": jnp.array([1, 1, -1, 1, 0], jnp.int8), "b": None}
-    out = nte.pruning.project_signs(params, signs)
-    np.testing.assert_array_equal(out["w"], [1.0, 0.0, 0.0, 0.0, 0.0])
-    np.testing.assert_array_equal(out["b"], params["b"])
-    assert int(nte.sign_violations(out, signs)) == 0
-    assert int(nte.sign_violations(params, signs)) == 3
 
 
 # ---------------------------------------------------------------- bad input
@@ -343,7 +322,7 @@ def test_magnitude_bad_input(kwargs, name):
 
 
 def test_update_without_params_raises(getkey):
-    params, _ = _mlp_params(getkey())
+    params, _ = tiny_mlp_params(getkey())
     for opt in [nte.pruning.prune_only(), nte.pruning.magnitude(optax.sgd(0.1), 0.5)]:
         with pytest.raises(ValueError, match="params"):
             opt.update(params, opt.init(params))

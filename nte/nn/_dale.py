@@ -1,4 +1,7 @@
-"""Dale's-law MLPs: every hidden unit is excitatory or inhibitory."""
+"""Dale's-law MLPs: every hidden unit is excitatory or inhibitory.
+
+The sign helpers (`nte.nn.dale_signs` among them) live in `nte/_signs.py`.
+"""
 
 import math
 from collections.abc import Callable
@@ -7,10 +10,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
-from jaxtyping import Array, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, PRNGKeyArray
 
-from .._split import split
 from ._mlp import MLP
 
 
@@ -102,43 +103,3 @@ def dale_mlp(
         for i, (layer, k) in enumerate(zip(model.layers[1:], wkeys), start=1)
     ]
     return eqx.tree_at(lambda m: [layer.weight for layer in m.layers[1:]], model, weights)
-
-
-def _column_signs(weight: Array, layer: int) -> np.ndarray:
-    w = np.asarray(weight)
-    pos, neg = (w > 0).any(axis=0), (w < 0).any(axis=0)
-    if np.any(pos & neg):
-        unit = int(np.flatnonzero(pos & neg)[0])
-        raise ValueError(
-            f"`model` violates Dale's law: unit {unit} feeding layer {layer} has outgoing "
-            "weights of both signs; call `dale_signs` on the model as initialized by `dale_mlp`."
-        )
-    return np.where(neg, -1, 1).astype(np.int8)
-
-
-def dale_signs(model: MLP) -> PyTree[Int[Array, "..."] | None]:
-    """The Dale's-law sign constraints of a model from [`nte.nn.dale_mlp`][].
-
-    **Arguments:**
-
-    - `model`: an `nte.nn.MLP` that obeys Dale's law (e.g. as returned by `dale_mlp`).
-
-    **Returns:**
-
-    A pytree with the structure of `nte.split(model)[0]`: for every weight matrix after the
-    first, an `int8` array of its shape whose column `j` is the sign of hidden unit `j`
-    (`+1` excitatory, `−1` inhibitory; a column that is entirely 0 counts as `+1`); `None` for
-    the unconstrained leaves (first-layer weights, biases). Use it with
-    [`nte.sign_violations`][], [`nte.pruning.project_signs`][] and
-    [`nte.pruning.keep_signs`][].
-    """
-    if not isinstance(model, MLP):
-        raise TypeError(f"`model` must be an nte.nn.MLP, got {type(model).__name__}.")
-    params, _ = split(model)
-    signs = jax.tree_util.tree_map(lambda _: None, params)
-    values = [
-        jnp.broadcast_to(jnp.asarray(_column_signs(layer.weight, i)), layer.weight.shape)
-        for i, layer in enumerate(model.layers[1:], start=1)
-    ]
-    where = lambda t: [layer.weight for layer in t.layers[1:]]
-    return eqx.tree_at(where, signs, values, is_leaf=lambda x: x is None)

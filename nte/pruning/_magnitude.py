@@ -19,7 +19,8 @@ class MagnitudeState(NamedTuple):
     **Attributes:**
 
     - `count`: the number of updates so far (the step `t` of the schedule).
-    - `mask`: `True` where the weight is still alive; it only ever loses entries.
+    - `mask`: the **alive** mask, `True` where the weight is still trained; it only ever loses
+      entries. [`nte.pruning.pruned`][] returns its complement.
     - `inner_state`: the state of the wrapped transformation.
     """
 
@@ -107,7 +108,8 @@ def magnitude(
     before `inner` (so momentum never accumulates for them) and the returned update of a
     masked weight is `−θ` (so `optax.apply_updates` gives `θ + (−θ) = 0`), whatever `inner`
     does (momentum, weight decay, ...). `magnitude` must therefore be the outermost
-    transformation (nothing chained after it).
+    transformation (nothing chained after it). [`nte.pruning.pruned`][] reads the masked
+    weights from the state; see [maths: pruning](../math.md#pruning).
 
     With `end_step=None` it is one-shot pruning to `target_sparsity` at `begin_step`.
 

@@ -1,4 +1,7 @@
-"""Learning by pruning only (design doc §4): an optax transform that only removes weights."""
+"""Learning by pruning only: an optax transform that only removes weights.
+
+See [maths: learning by pruning only](../math.md#learning-by-pruning-only).
+"""
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -23,7 +26,8 @@ class PruneOnlyState(NamedTuple):
 
     - `count`: the number of updates so far.
     - `score`: the EMA score `v` of the (scaled) gradient, params-shaped.
-    - `mask`: `True` where the weight is still alive; it only ever loses entries.
+    - `mask`: the **alive** mask, `True` where the weight is still trained; it only ever loses
+      entries. [`nte.pruning.pruned`][] returns its complement.
     - `signs`: the fixed signs `sign(Δ)` (`int8`), set at `init`.
     - `center`: the seed point θ0 of the `"init"` variant (`None` for `"origin"`).
     """
@@ -56,7 +60,7 @@ def prune_only(
     degree: RealScalar = 1.0,
     scope: str = "global",
 ) -> optax.GradientTransformation:
-    r"""Learn only by removing weights (design doc §4): an EMA-scored, cutoff-based pruner.
+    r"""Learn only by removing weights: an EMA-scored, cutoff-based pruner.
 
     The expansion point is θ0 (`0` for `variant="origin"`, `center` for `variant="init"`) and
     the ensemble weights are Δ = θ − θ0 with fixed signs `s = sign(Δ)` taken at `init`. Each
@@ -93,6 +97,8 @@ def prune_only(
     prune only some leaves (e.g. weights, not biases) and freeze the rest, use
     `optax.multi_transform({"prune": prune_only(), "freeze": optax.set_to_zero()}, labels)`.
     Signs are never changed, so a Dale's-law network keeps Dale's law by construction.
+    The maths: [maths: learning by pruning only](../math.md#learning-by-pruning-only);
+    [`nte.pruning.pruned`][] reads the pruned weights from the state.
 
     **Arguments:**
 
