@@ -77,7 +77,9 @@ def test_bad_inputs():
     params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
     with pytest.raises(ValueError, match="`center` must have the same tree structure"):
         nte.ensemble_stats(params, center={"w": jnp.ones((2, 3))})
-    with pytest.raises(ValueError, match=r"`center` leaf 0 has shape \(4,\), but `params` leaf 0 has \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"`center` leaf 0 has shape \(4,\), but `params` leaf 0 has \(3,\)"
+    ):
         nte.ensemble_stats(params, center={"w": jnp.ones((2, 3)), "b": jnp.ones(4)})
     with pytest.raises(ValueError, match="`params` holds no floating-point arrays"):
         nte.ensemble_stats({"n": jnp.arange(3)})
