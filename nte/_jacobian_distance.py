@@ -86,7 +86,8 @@ def jacobian_distance(
     **Returns:**
 
     A scalar in the parameters' dtype: `d` (or `d` relative). Zero for identical models;
-    symmetric in `model_a` and `model_b` unless `relative=True`.
+    symmetric in `model_a` and `model_b` unless `relative=True` (which gives `inf` or `nan`
+    if `model_b`'s Jacobian is zero on every example).
 
     **Raises:**
 
