@@ -4,18 +4,21 @@ The public API lives here and nothing else; code lives in private modules.
 """
 
 from . import continual as continual, data as data, nn as nn, predict as predict, pruning as pruning
+from ._alignment import gradient_alignment as gradient_alignment
 from ._distributed import (
     initialize_distributed as initialize_distributed,
     is_main_process as is_main_process,
     make_mesh as make_mesh,
     shard_batch as shard_batch,
 )
+from ._ensemble_stats import EnsembleStats as EnsembleStats, ensemble_stats as ensemble_stats
 from ._euler import euler_residual as euler_residual, homogeneity_degree as homogeneity_degree
 from ._experts import (
     ensemble_probabilities as ensemble_probabilities,
     expert_probabilities as expert_probabilities,
     tangent_experts as tangent_experts,
 )
+from ._jacobian_distance import jacobian_distance as jacobian_distance
 from ._likelihood import (
     ExpertLogLikelihoods as ExpertLogLikelihoods,
     expert_log_likelihoods as expert_log_likelihoods,
