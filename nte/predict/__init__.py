@@ -19,6 +19,7 @@ or `[n, n, k, k]` (*full*, exact for a finite network). `nte.empirical_ntk` with
 `trace=True` *sums* over the `k` outputs: divide by `k` to get the per-output kernel.
 """
 
+from ._ensemble import gradient_descent_mse_ensemble as gradient_descent_mse_ensemble
 from ._mse import (
     discrete_gradient_descent_mse as discrete_gradient_descent_mse,
     gradient_descent_mse as gradient_descent_mse,
