@@ -176,7 +176,9 @@ def test_tiling_and_jit(monkeypatch):
     x1, x2 = rng.normal(size=(7, 2, 3)).astype(np.float32), rng.normal(size=(5, 6))
     model = _model("relu", depth=2)
     rows = np.concatenate([nte.kernels.ntk(model, x1[i : i + 1], x2) for i in range(7)])
-    monkeypatch.setattr(_mlp, "_BLOCK_ENTRIES", 10)  # blocks of 2 rows and a remainder of 1
+    assert _mlp._block_size(10_000, 10_000) == 200  # a divisor of n1 near 2**21 / n2
+    monkeypatch.setattr(_mlp, "_BLOCK_ENTRIES", 15)  # blocks of 3 rows and a remainder of 1
+    assert _mlp._block_size(7, 5) == 3
     tiled = nte.kernels.ntk(model, x1, x2)
     np.testing.assert_allclose(tiled, rows, rtol=1e-6)
     flat = nte.kernels.ntk(model, x1.reshape(7, 6), x2)  # images are flattened as the MLP does

@@ -134,6 +134,9 @@ def test_bad_input(problem):
         nte.predict.gradient_descent_mse_ensemble(model, x, y, learning_rate=0.0)
     with pytest.raises(TypeError, match="kernel_fn"):
         nte.predict.gradient_descent_mse_ensemble(3, x, y)
+    tanh = nte.nn.MLP(6, 1, 1, K, activation=jnp.tanh, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="`kernel_fn`: `model` has activation 'tanh'"):
+        nte.predict.gradient_descent_mse_ensemble(tanh, x, y)
     standard = nte.nn.MLP(6, 1, 1, K, key=jax.random.key(0))
     predict = nte.predict.gradient_descent_mse_ensemble(standard, x, y)
     predict(get="nngp")  # the NNGP is defined for the standard parameterization

@@ -2,8 +2,9 @@
 
 The NNGP and NTK of a depth-2 ReLU `nte.nn.MLP` (NTK parameterization), `nte.kernels.nngp`
 and `nte.kernels.ntk` of `x` with itself. Each kernel is timed for one call (compilation
-included; it is under a second) and the process's peak resident memory (`ru_maxrss`) is printed
-after each; the `[n, n]` result alone takes `n² · 4` bytes in float32 (`· 8` with `--x64`).
+included; it is under a second), in wall-clock and process CPU seconds (the CPU time is the
+fairer number on a shared machine), and the process's peak resident memory (`ru_maxrss`) is
+printed after each; the `[n, n]` result alone takes `n² · 4` bytes in float32 (`· 8` with `--x64`).
 
     python -m experiments.benchmarks.kernels [--n 10000] [--x64]
 """
@@ -33,19 +34,21 @@ def main(argv=None) -> dict:
     data = nte.data.load("fashion_mnist")
     x = data.x_train[: args.n].reshape(args.n, -1)
     x = (x - x.mean(0)) / np.sqrt(np.mean((x - x.mean(0)) ** 2))
+    x = x.astype(np.float64 if args.x64 else np.float32)  # the kernels keep the input's dtype
     model = nte.nn.MLP(784, 1, args.depth, 1, parameterization="ntk", key=jax.random.key(0))
     dtype = "float64" if args.x64 else "float32"
     print(f"{args.n} x {args.n} kernels, depth-{args.depth} ReLU MLP, {dtype}; "
           f"peak RSS before: {_peak_mib():.0f} MiB")  # fmt: skip
     results = {}
     for name in ("nngp", "ntk"):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         kernel = jax.block_until_ready(getattr(nte.kernels, name)(model, x))
-        seconds = time.perf_counter() - start
-        results[name] = dict(seconds=seconds, peak_rss_mib=_peak_mib())
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        results[name] = dict(seconds=seconds, cpu_seconds=cpu, peak_rss_mib=_peak_mib())
         size = kernel.size * kernel.dtype.itemsize / 2**20
-        print(f"{name}: {seconds:.1f} s, peak RSS {_peak_mib():.0f} MiB (result {size:.0f} MiB), "
-              f"finite: {bool(np.isfinite(np.asarray(kernel)).all())}")  # fmt: skip
+        finite = bool(np.isfinite(np.asarray(kernel)).all())
+        print(f"{name}: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak RSS {_peak_mib():.0f} MiB "
+              f"(result {size:.0f} MiB), finite: {finite}")  # fmt: skip
         del kernel
     return results
 

@@ -120,12 +120,22 @@ def _row(spec: Spec, want_ntk: bool, x: Array, q1: Array, x2: Array, q2: Array):
     return theta if want_ntk else k
 
 
+def _block_size(n1: int, n2: int) -> int:
+    """Rows per block: about `_BLOCK_ENTRIES / n2`, preferably dividing `n1` (a remainder
+    block makes `lax.map` concatenate, i.e. copy the whole result once more)."""
+    target = int(max(1, min(n1, _BLOCK_ENTRIES // n2)))
+    for block in range(target, max(1, (target + 1) // 2) - 1, -1):
+        if n1 % block == 0:
+            return block
+    return target
+
+
 @eqx.filter_jit
 def kernel(spec: Spec, x1: Array, x2: Array | None, want_ntk: bool) -> Float[Array, "n1 n2"]:
     """The `[n1, n2]` NNGP (or NTK) of `spec`, tiled over blocks of rows of `x1`."""
     q1 = _diagonal(spec, x1)
     x2, q2 = (x1, q1) if x2 is None else (x2, _diagonal(spec, x2))
-    block = int(max(1, min(x1.shape[0], _BLOCK_ENTRIES // x2.shape[0])))
+    block = _block_size(x1.shape[0], x2.shape[0])
     row = lambda args: _row(spec, want_ntk, args[0], args[1], x2, q2)
     return jax.lax.map(row, (x1, q1.T), batch_size=block)
 

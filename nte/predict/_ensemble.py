@@ -10,6 +10,7 @@ from jaxtyping import Array, Float, Real, Shaped
 
 from .._errors import check_callable, check_choice, check_positive
 from ..kernels import _mlp as _kernels
+from ..nn import MLP
 from ._kernel import Eigh, Layout, check_learning_rate, check_times, eigh, over_times
 
 _GETS = ("nngp", "ntk")
@@ -18,9 +19,12 @@ Times = Real[Array, "*times"] | Real[np.ndarray, "*times"] | float | int | None
 
 
 def _as_kernel_fn(kernel_fn: Any) -> KernelFn:
-    if isinstance(kernel_fn, eqx.Module):
+    if isinstance(kernel_fn, MLP):
         model = kernel_fn
-        _kernels.spec_of(model, ntk=False)  # an unsupported model fails here, before any work
+        try:  # an unsupported activation fails here, before any work
+            _kernels.spec_of(model, ntk=False)
+        except ValueError as error:
+            raise ValueError(f"`kernel_fn`: {error}") from None
         return lambda x1, x2, get: getattr(_kernels, get)(model, x1, x2)
     check_callable(kernel_fn, "kernel_fn")
     return kernel_fn
@@ -56,7 +60,7 @@ def _moments(eig: Eigh, theta_td, k_td, k_tt, k_dd, y, t, eta, nngp: bool, compu
 
 
 def gradient_descent_mse_ensemble(
-    kernel_fn: KernelFn | eqx.Module,
+    kernel_fn: KernelFn | MLP,
     x_train: Shaped[Array | np.ndarray, "_n ..."],
     y_train: Float[Array | np.ndarray, " _n"] | Float[Array | np.ndarray, "_n _k"],
     *,
