@@ -3,7 +3,14 @@
 The public API lives here and nothing else; code lives in private modules.
 """
 
-from . import continual as continual, data as data, nn as nn, predict as predict, pruning as pruning
+from . import (
+    continual as continual,
+    data as data,
+    kernels as kernels,
+    nn as nn,
+    predict as predict,
+    pruning as pruning,
+)
 from ._alignment import gradient_alignment as gradient_alignment
 from ._distributed import (
     initialize_distributed as initialize_distributed,
@@ -30,6 +37,7 @@ from ._linearize import (
     linearize as linearize,
     taylor_expand as taylor_expand,
 )
+from ._nngp import empirical_nngp as empirical_nngp
 from ._ntk import empirical_ntk as empirical_ntk
 from ._per_example import per_example_grads as per_example_grads
 from ._posterior import ScaleByNTEState as ScaleByNTEState, nte as nte, scale_by_nte as scale_by_nte

@@ -17,8 +17,12 @@ For a loss `½·mean` over the `n·k` entries, use `learning_rate = η_mean / (n
 Kernels are `[n, n]` (*traced*: the same kernel for every output dimension, i.e. `Θ ⊗ I_k`)
 or `[n, n, k, k]` (*full*, exact for a finite network). `nte.empirical_ntk` with
 `trace=True` *sums* over the `k` outputs: divide by `k` to get the per-output kernel.
+
+`gradient_descent_mse_ensemble` predicts, under the same convention, the mean and covariance of
+the infinite ensemble of infinitely wide networks (from the kernels of `nte.kernels`).
 """
 
+from ._ensemble import gradient_descent_mse_ensemble as gradient_descent_mse_ensemble
 from ._mse import (
     discrete_gradient_descent_mse as discrete_gradient_descent_mse,
     gradient_descent_mse as gradient_descent_mse,
