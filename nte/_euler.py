@@ -188,7 +188,9 @@ def parameter_degrees(
     LayerNorm, a residual `h + W h`, a bias added before any weight layer) raises one
     `ValueError` naming the sub-module it happens in (e.g. `model.layers[3]`). The degrees
     found are then checked numerically, f(x; c^d ⊙ θ) = c^L f(x; θ) for c in (0.5, 2, 3).
-    Models with an `eqx.nn.State` (BatchNorm) raise `TypeError`.
+    Control flow (`lax.scan`, `while_loop`, `cond`) on parameter-dependent values is not
+    followed and raises `ValueError`; parameter-independent preprocessing of the input (even
+    `tanh(x)`) is allowed. Models with an `eqx.nn.State` (BatchNorm) raise `TypeError`.
 
     **Arguments:**
 

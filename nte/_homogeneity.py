@@ -38,6 +38,7 @@ _PRODUCTS = {"mul", "dot_general", "conv_general_dilated", "div"}
 _SUMS = {"add", "sub", "add_any", "max", "min", "concatenate", "pad", "clamp"}
 _SUMS |= {"dynamic_update_slice"}
 _COMPARISONS = {"eq", "ne", "ge", "gt", "le", "lt"}
+_CONTROL_FLOW = {"scan", "while", "cond"}
 _POWERS = {"integer_pow": None, "square": 2.0, "sqrt": 0.5, "rsqrt": -0.5}
 _CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "remat2": "jaxpr"}
 _CALLS |= {"custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "checkpoint": "jaxpr"}
@@ -149,6 +150,12 @@ def _rule(analysis, eqn, values, scope) -> list[_Value]:
         return [_Value(int(degree))]
     if prim in _INVARIANT_OPS and all(v.degree is not None for v in values):
         return [_Value(0) for _ in eqn.outvars]
+    if prim in _CONTROL_FLOW and any(v.degree != 0 for v in values):
+        raise ValueError(
+            f"`model`: the degree analysis does not follow `{prim}` (control flow) in "
+            f"{scope.text}, so the homogeneity degrees cannot be found. Write the network "
+            "without it (e.g. `eqx.nn.MLP(..., scan=False)`, the default)."
+        )
     if any(v.degree is None for v in values):
         what = f"the parameter {_free_paths(analysis, values)} enters `{prim}`"
         analysis.fail(scope, what + " before it is multiplied into, or added to, the signal")

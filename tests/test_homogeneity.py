@@ -135,6 +135,9 @@ def test_non_homogeneous_models_are_refused(getkey):
             h = jax.nn.relu(self.a(x))
             return self.b(h) + h
 
+    with pytest.raises(ValueError, match=r"does not follow `scan`"):
+        nte.homogeneity_degree(eqx.nn.MLP(4, 3, 5, 3, scan=True, key=getkey()))
+
     res = Residual(eqx.nn.Linear(3, 3, key=getkey()), eqx.nn.Linear(3, 3, key=getkey()))
     with pytest.raises(ValueError, match=r"`model` itself .* different degrees \[1, 2\]"):
         nte.homogeneity_degree(res)
