@@ -19,7 +19,11 @@ from ._distributed import (
     shard_batch as shard_batch,
 )
 from ._ensemble_stats import EnsembleStats as EnsembleStats, ensemble_stats as ensemble_stats
-from ._euler import euler_residual as euler_residual, homogeneity_degree as homogeneity_degree
+from ._euler import (
+    euler_residual as euler_residual,
+    homogeneity_degree as homogeneity_degree,
+    parameter_degrees as parameter_degrees,
+)
 from ._experts import (
     ensemble_probabilities as ensemble_probabilities,
     expert_probabilities as expert_probabilities,

@@ -1,4 +1,4 @@
-"""Neural tangent experts: a network as an ensemble of per-parameter experts (design §1)."""
+"""Neural tangent experts: a network as an ensemble of per-parameter experts."""
 
 from typing import Any
 
@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float, PyTree, Shaped
 
 from ._errors import check_module
-from ._euler import homogeneity_degree, parameter_degrees
+from ._euler import analyse, check_input, degree_arrays
 from ._function import check_batch, tree_sub
 from ._linearize import _split_pair
 from ._split import merge, split
@@ -72,12 +72,17 @@ def tangent_experts(
     - around a seed `model0` (Δ = θ − θ0):
       expert_i(x) = Z · sign(Δ_i) · ∂f/∂θ_i(x; θ0), so that
       f(x; θ0) + Σ_i w_i expert_i(x) = [`nte.linearize`][]`(model, model0)(x)`;
-    - around the origin (`model0=None`, Δ = θ), for an [`nte.nn.MLP`][] of homogeneity degree
-      L ([`nte.homogeneity_degree`][]): expert_i(x) = (Z · d_i / L) · sign(θ_i) · ∂f/∂θ_i(x; θ),
-      with d_i = 1 for weights and d_i = l for the bias of layer l, so that
-      Σ_i w_i expert_i(x) = f(x; θ) exactly (Euler; for a bias-free net d_i = 1 and the factor
-      is Z/L). The identity needs every parameter: with a `filter_spec` subset the sum covers
-      only the selected experts.
+    - around the origin (`model0=None`, Δ = θ), for any positively homogeneous network of
+      degree L ([`nte.homogeneity_degree`][]; ReLU MLPs and CNNs, `eqx.nn.MLP`,
+      `eqx.nn.Sequential` of linear, conv and pooling layers, modules built from those):
+      expert_i(x) = (Z · d_i / L) · sign(θ_i) · ∂f/∂θ_i(x; θ), with d_i the degree of the
+      parameter ([`nte.parameter_degrees`][]: 1 for weights, l for the bias of weight layer l),
+      so that Σ_i w_i expert_i(x) = f(x; θ) exactly (Euler; for a bias-free net d_i = 1 and the
+      factor is Z/L). The degrees are found from the network and checked numerically; a
+      network that is not homogeneous raises a `ValueError` naming the first offending
+      sub-module. The identity needs every parameter: with a `filter_spec` subset the sum
+      covers only the selected experts. See
+      [maths: neural tangent experts](../math.md#neural-tangent-experts).
 
     **Arguments:**
 
@@ -93,10 +98,11 @@ def tangent_experts(
     """
     check_module(model)
     if model0 is None:
-        L = homogeneity_degree(model)
-        x = check_batch(model, x, "x")
+        L, leaf_degrees = analyse(model, x)
+        x = check_input(model, x)
+        all_params, all_static = split(model)
+        degrees, _ = split(merge(degree_arrays(all_params, leaf_degrees), all_static), filter_spec)
         params, static = split(model, filter_spec)
-        degrees, _ = split(parameter_degrees(model), filter_spec)
         _check_nonzero(_l1(params), "‖θ‖₁ of the selected parameters")
         return _experts_origin(params, static, degrees, L, x)
     params, params0, static = _split_pair(model, model0, filter_spec)

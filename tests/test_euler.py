@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import pytest
+from _homogeneous_models import FAMILIES
 
 import nte
 
@@ -58,13 +59,33 @@ def test_bias_degrees_with_biases(getkey):
     np.testing.assert_allclose(jax.vmap(scaled)(x), c**L * f, rtol=0, atol=1e-5 * c**L * scale)
 
 
+@pytest.mark.parametrize("use_bias", [False, True])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_euler_residual_every_layer_family(x64, getkey, family, use_bias):
+    """Σ_i d_i θ_i ∂f/∂θ_i = L f to 1e-10 relative (float64), against a reverse-mode Jacobian."""
+    model, x, expected, L = FAMILIES[family](getkey(), use_bias)
+    f = jax.vmap(model)(x)
+    scale = L * np.abs(f).max()
+    residual = nte.euler_residual(model, x)
+    assert residual.shape == f.shape and residual.dtype == jnp.float64
+    assert np.abs(residual).max() <= 1e-10 * scale
+    params, static = nte.split(model)
+    jac = jax.vmap(jax.jacrev(lambda p, xi: nte.merge(p, static)(xi)), in_axes=(None, 0))(params, x)
+    weighted = sum(
+        d * jnp.einsum("nk...,...->nk", j, p)
+        for d, j, p in zip(expected, jtu.tree_leaves(jac), jtu.tree_leaves(params), strict=True)
+    )
+    np.testing.assert_allclose(weighted, L * f, rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(residual, weighted - L * f, rtol=0, atol=1e-10 * scale)
+
+
 def test_euler_bad_input(getkey):
-    with pytest.raises(ValueError, match="model"):
-        nte.homogeneity_degree(nte.nn.MLP(4, 6, 1, 3, activation=jnp.tanh, key=getkey()))
-    with pytest.raises(TypeError, match="model"):
-        nte.homogeneity_degree(nte.nn.CNN((1, 4, 4), 2, key=getkey()))
+    with pytest.raises(ValueError, match=r"`model\.activation`, `tanh`"):
+        nte.euler_residual(
+            nte.nn.MLP(4, 6, 1, 3, activation=jnp.tanh, key=getkey()), jnp.ones((2, 4))
+        )
     with pytest.raises(TypeError, match="model"):
         nte.euler_residual(object(), jnp.ones((2, 4)))
     model = nte.nn.MLP(4, 6, 1, 3, key=getkey())
-    with pytest.raises(ValueError, match="`x`"):
+    with pytest.raises(ValueError, match=r"`x`.*shape \(4,\)"):
         nte.euler_residual(model, jnp.ones((2, 5)))

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import pytest
+from _homogeneous_models import FAMILIES
 
 import nte
 
@@ -65,6 +66,23 @@ def test_origin_experts_sum_to_the_network(getkey, use_bias):
     np.testing.assert_allclose(
         _weighted_sum(experts, weights), out, rtol=1e-5, atol=1e-5 * np.abs(out).max()
     )
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_origin_experts_mixture_is_the_network_every_family(x64, getkey, family, use_bias):
+    """Σ_i w_i expert_i(x) = f(x) to 1e-10 (float64), and expert_i = Z d_i/L sign θ_i ∂f/∂θ_i."""
+    model, x, expected, L = FAMILIES[family](getkey(), use_bias)
+    experts, weights = nte.tangent_experts(model, x)
+    out = jax.vmap(model)(x)
+    np.testing.assert_allclose(
+        _weighted_sum(experts, weights), out, rtol=0, atol=1e-10 * np.abs(out).max()
+    )
+    params, static = nte.split(model)
+    z = sum(jnp.sum(jnp.abs(p)) for p in jtu.tree_leaves(params))
+    jac = jax.jacfwd(lambda p: nte.merge(p, static)(x[1]))(params)  # forward mode: independent
+    for e, j, p, d in zip(*map(jtu.tree_leaves, (experts, jac, params)), expected, strict=True):
+        np.testing.assert_allclose(e[1], z * d / L * jnp.sign(p) * j, rtol=1e-10, atol=1e-12)
 
 
 @pytest.fixture
@@ -129,7 +147,9 @@ def test_experts_bad_input(setup, getkey):
         nte.expert_probabilities(model, nte.nn.MLP(4, 5, 1, 3, key=getkey()), x)
     with pytest.raises(ValueError, match="`x`"):
         nte.ensemble_probabilities(model, model0, jnp.ones((5, 3)))
-    with pytest.raises(TypeError, match="model"):
-        nte.tangent_experts(nte.nn.CNN((1, 4, 4), 2, key=getkey()), jnp.ones((2, 16)))
+    with pytest.raises(ValueError, match=r"`model\.activation`, `tanh`"):
+        nte.tangent_experts(nte.nn.MLP(4, 6, 1, 3, activation=jnp.tanh, key=getkey()), x)
+    with pytest.raises(ValueError, match=r"`x`.*shape \(1, 4, 4\)"):
+        nte.tangent_experts(nte.nn.CNN((1, 4, 4), 2, key=getkey()), jnp.ones((2, 15)))
     with pytest.raises(TypeError, match="model0"):
         nte.ensemble_probabilities(model, None, x)
