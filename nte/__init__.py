@@ -3,7 +3,14 @@
 The public API lives here and nothing else; code lives in private modules.
 """
 
-from . import continual as continual, data as data, nn as nn, predict as predict, pruning as pruning
+from . import (
+    continual as continual,
+    data as data,
+    likelihood as likelihood,
+    nn as nn,
+    predict as predict,
+    pruning as pruning,
+)
 from ._distributed import (
     initialize_distributed as initialize_distributed,
     is_main_process as is_main_process,
@@ -15,10 +22,6 @@ from ._experts import (
     ensemble_probabilities as ensemble_probabilities,
     expert_probabilities as expert_probabilities,
     tangent_experts as tangent_experts,
-)
-from ._likelihood import (
-    ExpertLogLikelihoods as ExpertLogLikelihoods,
-    expert_log_likelihoods as expert_log_likelihoods,
 )
 from ._linearize import (
     AbstractExpansion as AbstractExpansion,
@@ -34,8 +37,12 @@ from ._scaled_sgd import (
     ScaleByScaledSGDState as ScaleByScaledSGDState,
     scale_by_scaled_sgd as scale_by_scaled_sgd,
 )
-from ._sharded_likelihood import sharded_expert_log_likelihoods as sharded_expert_log_likelihoods
 from ._signs import sign_mask as sign_mask, sign_violations as sign_violations
 from ._split import merge as merge, split as split
+from .likelihood import (
+    ExpertLogLikelihoods as ExpertLogLikelihoods,
+    expert_log_likelihoods as expert_log_likelihoods,
+    sharded_expert_log_likelihoods as sharded_expert_log_likelihoods,
+)
 
 __version__ = "0.1.0"
