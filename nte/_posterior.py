@@ -9,7 +9,7 @@ import jax.tree_util as jtu
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from ._errors import check_positive
+from ._errors import check_params_shaped, check_positive
 from ._signs import sign_mask
 from .likelihood._base import ExpertLogLikelihoods, check_invalid
 from .likelihood._kernels import count_true
@@ -74,35 +74,11 @@ def _init_delta(params, init_scale, key):
 
 def _check_grads(updates, params) -> None:
     """Eager: per-example gradients match `params` with one extra leading axis."""
-    p_leaves, treedef = jtu.tree_flatten(params)
-    try:
-        g_leaves = treedef.flatten_up_to(updates)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"`updates` (per-example gradients) must have the tree structure of `params`: {e}"
-        ) from None
-    sizes = set()
-    for g, p in zip(g_leaves, p_leaves):
-        gs, ps = jnp.shape(g), jnp.shape(p)
-        if len(gs) != len(ps) + 1 or gs[1:] != ps:
-            raise ValueError(
-                "`updates` must be per-example gradients with a leading batch axis on every leaf "
-                f"(shape (batch, *param.shape)); got {gs} for a parameter of shape {ps}."
-            )
-        sizes.add(gs[0])
+    hint = " (per-example gradients: a leading batch axis on every leaf)"
+    leaves = check_params_shaped(updates, params, "updates", hint=hint, batched=True)
+    sizes = {jnp.shape(g)[0] for g in leaves}
     if len(sizes) > 1:
         raise ValueError(f"Every leaf of `updates` must share one batch size, got {sorted(sizes)}.")
-
-
-def _check_loglik(updates: ExpertLogLikelihoods, params) -> None:
-    p_leaves, treedef = jtu.tree_flatten(params)
-    try:
-        l_leaves = treedef.flatten_up_to(updates.log_likelihoods)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"`updates.log_likelihoods` must match `params`: {e}") from None
-    for v, p in zip(l_leaves, p_leaves):
-        if jnp.shape(v) != jnp.shape(p):
-            raise ValueError(f"`updates.log_likelihoods`: shape {jnp.shape(v)} for {p.shape}.")
 
 
 _DATA_TERMS = ("inv_temperature", "eta", "invalid")
@@ -246,7 +222,7 @@ def scale_by_nte(
             raise ValueError("`params` is required by nte.scale_by_nte's update.")
         _check_data_terms(updates, dict(inv_temperature=inv_temperature, eta=eta, invalid=invalid))
         if isinstance(updates, ExpertLogLikelihoods):
-            _check_loglik(updates, params)
+            check_params_shaped(updates.log_likelihoods, params, "updates.log_likelihoods")
             data = None
         else:
             _check_grads(updates, params)

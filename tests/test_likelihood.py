@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 import nte
-from nte.likelihood import Auto, Chunked, Series, Sharded, Vmap
-from nte.likelihood import _kernels as kernels, _series as series
+from nte.likelihood import (
+    Auto,
+    Chunked,
+    Series,
+    Sharded,
+    Vmap,
+    _kernels as kernels,
+    _series as series,
+)
 
 NAMES = ["vmap", "chunked", "series", "auto"]
 

@@ -26,7 +26,7 @@ def test_signals_are_the_per_example_gradients(getkey, x64):
     assert [layer.index for layer in layers] == [0, 1, 2]
     signals = _layers.layer_signals(batch, layers)
     for b in range(4):
-        g = jax.grad(lambda p: _loss(nte.merge(p, static), x[b], y[b]))(params)
+        g = jax.grad(lambda p, b=b: _loss(nte.merge(p, static), x[b], y[b]))(params)
         for lin, (D, A) in zip(g.layers, signals):
             np.testing.assert_allclose(np.outer(D[b], A[b]), lin.weight, rtol=1e-12, atol=1e-14)
             np.testing.assert_allclose(D[b], lin.bias, rtol=1e-12, atol=1e-14)

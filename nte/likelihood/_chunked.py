@@ -3,8 +3,8 @@
 import equinox as eqx
 from jaxtyping import Array
 
-from ._layers import AbstractTappedMethod
 from ._kernels import exact_sum
+from ._layers import AbstractTappedMethod
 
 
 def check_chunk_size(chunk_size) -> None:

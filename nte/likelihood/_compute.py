@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, Float, PyTree, Scalar, Shaped
 
-from .._errors import check_callable, check_module, check_positive
+from .._errors import check_callable, check_module, check_params_shaped, check_positive
 from .._per_example import batch_size
 from .._split import split
 from ._base import AbstractMethod, Batch, ExpertLogLikelihoods, check_invalid
@@ -18,20 +18,6 @@ _REMOVED = {
     "chunk_size": "method=nte.likelihood.Chunked(chunk_size=...) (or Series/Auto(chunk_size=...))",
     "series_terms": "method=nte.likelihood.Series(terms=...)",
 }
-
-
-def _check_signs(signs, params) -> None:
-    p_leaves, treedef = jtu.tree_flatten(params)
-    try:
-        s_leaves = treedef.flatten_up_to(signs)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            "`signs` must have the structure of the model's parameters (e.g. `state.signs` of "
-            f"`nte.scale_by_nte` or `nte.sign_mask(params)`): {e}"
-        ) from None
-    for p, s in zip(p_leaves, s_leaves):
-        if jnp.shape(s) != jnp.shape(p):
-            raise ValueError(f"`signs` leaf of shape {jnp.shape(s)} for a parameter {p.shape}.")
 
 
 def _check_removed(removed: dict) -> None:
@@ -122,7 +108,8 @@ def expert_log_likelihoods(
         raise ValueError(f"`x` and `y` must have the same batch size, got {n} and {batch_size(y)}.")
     method.check(n)
     params, _ = split(model, filter_spec)
-    _check_signs(signs, params)
+    hint = " (e.g. `state.signs` of nte.scale_by_nte, or nte.sign_mask(params))"
+    check_params_shaped(signs, params, "signs", hint=hint)
     signs = jtu.tree_map(lambda s: jnp.asarray(s, jnp.int8), signs)
     hyper = jtu.tree_map(lambda h: jnp.asarray(h, jnp.result_type(float)), (inv_temperature, eta))
     return _compute(loss_fn, model, x, y, signs, hyper, filter_spec, method, invalid)

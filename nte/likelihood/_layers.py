@@ -44,7 +44,7 @@ def find_layers(batch: Batch) -> list[_Layer]:
     x0, y0 = jtu.tree_map(lambda a: a[0], (batch.x, batch.y))
     rec = taps.discover(lambda: batch.loss_fn(model, x0, y0))
     layers = []
-    for call, (i, a, out) in enumerate(zip(rec.calls, rec.inputs, rec.outputs)):
+    for i, a, out in zip(rec.calls, rec.inputs, rec.outputs):
         w = positions[i].weight
         if w is None or jnp.ndim(flat[w]) != 2 or rec.calls.count(i) != 1:
             continue
