@@ -115,7 +115,8 @@ def nte(
     - `inv_temperature`: β > 0, multiplies the per-example gradients.
     - `eta`: η > 0, the likelihood exponent (1 is the plain posterior).
     - `max_delta`: optional clip of `|Δ_i|` after renormalization.
-    - `renormalize`, `init_scale`, `invalid`: passed to [`nte.nte`][].
+    - `renormalize`, `init_scale`: passed to [`nte.nte`][] (the prior and projection).
+    - `invalid`: the invalid-expert policy of the likelihood.
     - `method`, `chunk_size`: the likelihood method of [`nte.expert_log_likelihoods`][]
       (`"auto"`, `"chunked"`, `"series"` take `chunk_size`; `"vmap"` ignores it).
 
