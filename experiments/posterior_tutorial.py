@@ -48,7 +48,7 @@ def train_digits(beta: float, steps: int, batch: int):
 
     model = nte.nn.MLP(64, 32, 1, 10, use_bias=False, key=jax.random.key(0))
     params, static = nte.split(model)
-    opt = nte.nte(beta, invalid="cap")
+    opt = nte.nte()  # β and the invalid policy ("cap") belong to the likelihood
     state = opt.init(params)
 
     @eqx.filter_jit
@@ -88,7 +88,7 @@ def _plot(curves, path: str, beta: float) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("experts")
     ax.legend()
-    ax.set_title(f"nte.nte(β={beta}) on digits, 64-32-10 bias-free MLP")
+    ax.set_title(f"NTE posterior (β={beta}) on digits, 64-32-10 bias-free MLP")
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100)
 

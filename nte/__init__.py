@@ -7,6 +7,7 @@ from . import (
     continual as continual,
     data as data,
     kernels as kernels,
+    likelihood as likelihood,
     nn as nn,
     predict as predict,
     pruning as pruning,
@@ -30,10 +31,6 @@ from ._experts import (
     tangent_experts as tangent_experts,
 )
 from ._jacobian_distance import jacobian_distance as jacobian_distance
-from ._likelihood import (
-    ExpertLogLikelihoods as ExpertLogLikelihoods,
-    expert_log_likelihoods as expert_log_likelihoods,
-)
 from ._linearize import (
     AbstractExpansion as AbstractExpansion,
     Linearized as Linearized,
@@ -49,8 +46,12 @@ from ._scaled_sgd import (
     ScaleByScaledSGDState as ScaleByScaledSGDState,
     scale_by_scaled_sgd as scale_by_scaled_sgd,
 )
-from ._sharded_likelihood import sharded_expert_log_likelihoods as sharded_expert_log_likelihoods
 from ._signs import sign_mask as sign_mask, sign_violations as sign_violations
 from ._split import merge as merge, split as split
+from .likelihood import (
+    ExpertLogLikelihoods as ExpertLogLikelihoods,
+    expert_log_likelihoods as expert_log_likelihoods,
+    sharded_expert_log_likelihoods as sharded_expert_log_likelihoods,
+)
 
 __version__ = "0.1.0"

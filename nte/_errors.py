@@ -4,6 +4,8 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+import jax
+import numpy as np
 
 
 def check_module(model: Any, name: str = "model") -> None:
@@ -35,3 +37,24 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> None:
 def check_callable(fn: Callable | Any, name: str) -> None:
     if not callable(fn):
         raise TypeError(f"`{name}` must be callable, got {type(fn).__name__}.")
+
+
+def check_params_shaped(
+    tree: Any, params: Any, name: str, *, hint: str = "", batched: bool = False
+) -> list:
+    """Raise `ValueError` unless `tree` has the structure of `params` and, leaf by leaf, the
+    parameter's shape (after one leading batch axis if `batched`); returns its leaves."""
+    p_leaves, treedef = jax.tree_util.tree_flatten(params)
+    try:
+        leaves = treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"`{name}` must have the tree structure of `params`{hint}: {e}") from None
+    for v, p in zip(leaves, p_leaves):
+        vs, ps = np.shape(v), np.shape(p)
+        if (vs[1:] if batched else vs) != ps or (batched and len(vs) != len(ps) + 1):
+            shape = "(batch, *param.shape)" if batched else "param.shape"
+            raise ValueError(
+                f"`{name}` must have leaves of shape {shape}{hint}; got {vs} for a parameter of "
+                f"shape {ps}."
+            )
+    return leaves

@@ -1,6 +1,5 @@
 """The empirical neural tangent kernel Θ(x1, x2) = J(x1) J(x2)ᵀ, three ways."""
 
-import contextvars
 import itertools
 from typing import Any
 
@@ -9,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-from jaxtyping import Array, Float, PyTree, Shaped
+from jaxtyping import Array, Float, Shaped
 
+from . import _taps as taps
 from ._errors import check_choice, check_module
 from ._function import check_batch
 from ._split import merge, split
@@ -18,10 +18,6 @@ from ._split import merge, split
 _METHODS = ("auto", "jacobian", "ntvp", "structured")
 _AUTO_JACOBIAN_BYTES = 2**28  # "auto" materializes Jacobians only below 256 MiB
 _NTVP_CHUNK_BYTES = 2**28  # "ntvp" holds at most this many bytes of per-example Jacobians
-
-
-def _is_linear(node: Any) -> bool:
-    return isinstance(node, eqx.nn.Linear)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,137 +67,46 @@ def _ntvp_ntk(f, params, x1, x2, trace, k_out):
 
 # ---------------------------------------------------------------------------------------------
 # "structured": for eqx.nn.Linear layers ∂f_k/∂W = δ_k aᵀ and ∂f_k/∂b = δ_k, so the layer's
-# kernel is (A1 A2ᵀ + [bias]) ⊙ (D1 D2ᵀ), with A the layer inputs and D the backprop signals.
-# Each Linear is replaced by a tap that records its input and adds a zero perturbation ε to its
-# output (D = ∂f/∂ε). The recording is a trace-time side effect local to one forward pass.
+# kernel is (A1 A2ᵀ + [bias]) ⊙ (D1 D2ᵀ), with A the layer inputs and D the backprop signals,
+# both read by the taps of `nte/_taps.py` (shared with the likelihood methods).
 
 
-class _Recorder:
-    def __init__(self, eps: list | None):
-        self.eps = eps
-        self.calls: list[int] = []
-        self.inputs: list[Array] = []
-        self.out_shapes: list[jax.ShapeDtypeStruct] = []
-
-
-_RECORDER: contextvars.ContextVar[_Recorder | None] = contextvars.ContextVar(
-    "nte_ntk_recorder", default=None
-)
-
-
-class _Tap(eqx.Module):
-    linear: eqx.nn.Linear
-    index: int = eqx.field(static=True)
-
-    def __call__(self, x, *, key=None):
-        y = self.linear(x)
-        rec = _RECORDER.get()
-        if rec is None:
-            return y
-        n = len(rec.calls)
-        rec.calls.append(self.index)
-        rec.inputs.append(jnp.ravel(x))
-        rec.out_shapes.append(jax.ShapeDtypeStruct(y.shape, y.dtype))
-        return y if rec.eps is None else y + rec.eps[n]
-
-
-def _tap(model: Any) -> Any:
-    counter = itertools.count()
-    return jtu.tree_map(
-        lambda n: _Tap(n, next(counter)) if _is_linear(n) else n, model, is_leaf=_is_linear
-    )
-
-
-def _tapped_forward(tapped: Any, x: Array, eps: list | None) -> tuple[Array, _Recorder]:
-    rec = _Recorder(eps)
-    token = _RECORDER.set(rec)
-    try:
-        out = jnp.ravel(tapped(x))
-    finally:
-        _RECORDER.reset(token)
-    return out, rec
-
-
-def _discover(tapped: Any, x0: Array) -> _Recorder:
-    """Which Linear is called in which order, and its output shapes (abstract pass)."""
-    recs = []
-
-    def fwd():
-        out, rec = _tapped_forward(tapped, x0, None)
-        recs.append(rec)
-        return out
-
-    jax.eval_shape(fwd)
-    return recs[0]
-
-
-def _signals(tapped, x, out_shapes, k_out):
+def _signals(tapped, x, outputs, k_out):
     """Inputs A_u (flat) and backprop signals D_u `[K, out]` of every Linear call u."""
-
-    def fwd(eps):
-        out, rec = _tapped_forward(tapped, x, eps)
-        if len(rec.calls) != len(eps):
-            raise ValueError("the model called its Linear layers differently between passes.")
-        return out, rec.inputs
-
-    eps = [jnp.zeros(s.shape, s.dtype) for s in out_shapes]
-    out, vjp, inputs = jax.vjp(fwd, eps, has_aux=True)
+    out, vjp, inputs = taps.linearize(lambda: jnp.ravel(tapped(x)), outputs)
     (d,) = jax.vmap(vjp)(jnp.eye(k_out, dtype=out.dtype))
     return inputs, [jnp.reshape(di, (k_out, -1)) for di in d]
 
 
+def _layer_kernel(a1, d1, a2, d2, selected, trace):
+    """The kernel of one pair of calls (u, v) of a Linear layer."""
+    g = a1 @ a2.T if selected[0] else 0.0
+    g = g + 1.0 if selected[1] else g
+    if trace:
+        return jnp.einsum("akj,bkj->ab", d1, d2) * g
+    return jnp.einsum("akj,blj->abkl", d1, d2) * jnp.asarray(g)[..., None, None]
+
+
 def _structured_ntk(f, params, static, x1, x2, trace, k_out):
-    tapped = _tap(merge(params, static))
-    rec = _discover(tapped, x1[0])
-    selected = [(n.weight is not None, n.bias is not None) for n in _linears(params)]
-    handled = {i for i in set(rec.calls) if any(selected[i])}
-    per_example = jax.vmap(lambda x: _signals(tapped, x, rec.out_shapes, k_out))
+    tapped = taps.tap(merge(params, static))
+    rec = taps.discover(lambda: jnp.ravel(tapped(x1[0])))
+    selected = [(n.weight is not None, n.bias is not None) for n in taps.nodes(params)]
+    handled = sorted(i for i in set(rec.calls) if any(selected[i]))
+    per_example = jax.vmap(lambda x: _signals(tapped, x, rec.outputs, k_out))
     a1, d1 = per_example(x1)
     a2, d2 = (a1, d1) if x2 is None else per_example(x2)
     total = None
-    for i in sorted(handled):
+    for i in handled:
         calls = [u for u, c in enumerate(rec.calls) if c == i]
         for u, v in itertools.product(calls, calls):
-            g = a1[u] @ a2[v].T if selected[i][0] else 0.0
-            g = g + 1.0 if selected[i][1] else g
-            if trace:
-                term = jnp.einsum("akj,bkj->ab", d1[u], d2[v]) * g
-            else:
-                term = jnp.einsum("akj,blj->abkl", d1[u], d2[v]) * jnp.asarray(g)[..., None, None]
+            term = _layer_kernel(a1[u], d1[u], a2[v], d2[v], selected[i], trace)
             total = term if total is None else total + term
-    rest, lin = _split_linears(params, handled)
+    lin, rest = eqx.partition(params, taps.layer_mask(params, handled))
     if jtu.tree_leaves(rest):
         f_rest = lambda p, x: f(eqx.combine(p, lin), x)
         term = _ntvp_ntk(f_rest, rest, x1, x2, trace, k_out)
         total = term if total is None else total + term
     return total
-
-
-def _linears(tree: PyTree) -> list:
-    return [n for n in jtu.tree_leaves(tree, is_leaf=_is_linear) if _is_linear(n)]
-
-
-def _split_linears(params: PyTree, handled: set[int]) -> tuple[PyTree, PyTree]:
-    """`(rest, lin)`: the parameters of the handled Linear layers moved into `lin`."""
-    counter = itertools.count()
-    marks = jtu.tree_map(
-        lambda n: (next(counter) in handled) if _is_linear(n) else False,
-        params,
-        is_leaf=_is_linear,
-    )
-    lin = jtu.tree_map(
-        lambda m, n: n if m else jtu.tree_map(lambda _: None, n),
-        marks,
-        params,
-        is_leaf=lambda n: isinstance(n, bool),
-    )
-    rest = jtu.tree_map(
-        lambda m, n: jtu.tree_map(lambda _: None, n) if m else n,
-        marks,
-        params,
-        is_leaf=lambda n: isinstance(n, bool),
-    )
-    return rest, lin
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +124,7 @@ def _kernel(params, static, x1, x2, method, trace):
 
 
 def _auto(params, static, x1, x2) -> str:
-    if any(n.weight is not None or n.bias is not None for n in _linears(params)):
+    if any(n.weight is not None or n.bias is not None for n in taps.nodes(params)):
         try:
             jax.eval_shape(lambda: _kernel(params, static, x1, x2, "structured", True))
             return "structured"

@@ -1,4 +1,4 @@
-"""The NTE posterior update as an optax transformation (design doc §2)."""
+"""The NTE posterior update as an optax transformation: the prior and the projection."""
 
 from typing import NamedTuple
 
@@ -9,10 +9,11 @@ import jax.tree_util as jtu
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from ._errors import check_positive
-from ._likelihood import ExpertLogLikelihoods
-from ._loglik_core import check_invalid, count_true, likelihood_from_grads
+from ._errors import check_params_shaped, check_positive
 from ._signs import sign_mask
+from .likelihood._base import ExpertLogLikelihoods, check_invalid
+from .likelihood._kernels import count_true
+from .likelihood._vmap import from_grads
 
 
 class ScaleByNTEState(NamedTuple):
@@ -73,57 +74,61 @@ def _init_delta(params, init_scale, key):
 
 def _check_grads(updates, params) -> None:
     """Eager: per-example gradients match `params` with one extra leading axis."""
-    p_leaves, treedef = jtu.tree_flatten(params)
-    try:
-        g_leaves = treedef.flatten_up_to(updates)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"`updates` (per-example gradients) must have the tree structure of `params`: {e}"
-        ) from None
-    sizes = set()
-    for g, p in zip(g_leaves, p_leaves):
-        gs, ps = jnp.shape(g), jnp.shape(p)
-        if len(gs) != len(ps) + 1 or gs[1:] != ps:
-            raise ValueError(
-                "`updates` must be per-example gradients with a leading batch axis on every leaf "
-                f"(shape (batch, *param.shape)); got {gs} for a parameter of shape {ps}."
-            )
-        sizes.add(gs[0])
+    hint = " (per-example gradients: a leading batch axis on every leaf)"
+    leaves = check_params_shaped(updates, params, "updates", hint=hint, batched=True)
+    sizes = {jnp.shape(g)[0] for g in leaves}
     if len(sizes) > 1:
         raise ValueError(f"Every leaf of `updates` must share one batch size, got {sorted(sizes)}.")
 
 
-def _check_loglik(updates: ExpertLogLikelihoods, params) -> None:
-    p_leaves, treedef = jtu.tree_flatten(params)
-    try:
-        l_leaves = treedef.flatten_up_to(updates.log_likelihoods)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"`updates.log_likelihoods` must match `params`: {e}") from None
-    for v, p in zip(l_leaves, p_leaves):
-        if jnp.shape(v) != jnp.shape(p):
-            raise ValueError(f"`updates.log_likelihoods`: shape {jnp.shape(v)} for {p.shape}.")
+_DATA_TERMS = ("inv_temperature", "eta", "invalid")
+"""The hyperparameters of the likelihood (the data term): used only with per-example gradients."""
 
 
 def _check_hyperparameters(inv_temperature, eta, max_delta, init_scale, invalid) -> None:
-    check_positive(inv_temperature, "inv_temperature")
-    check_positive(eta, "eta")
+    if inv_temperature is not None:
+        check_positive(inv_temperature, "inv_temperature")
+    if eta is not None:
+        check_positive(eta, "eta")
     if max_delta is not None:
         check_positive(max_delta, "max_delta")
     check_positive(init_scale, "init_scale", allow_zero=True)
-    check_invalid(invalid)
+    if invalid is not None:
+        check_invalid(invalid)
+
+
+def _check_data_terms(updates, given: dict) -> None:
+    """Eager: β, η and the invalid policy are given exactly when `updates` are per-example
+    gradients (an [`nte.ExpertLogLikelihoods`][] already holds its own)."""
+    if isinstance(updates, ExpertLogLikelihoods):
+        named = [name for name in _DATA_TERMS if given[name] is not None]
+        if named:
+            raise ValueError(
+                f"`{named[0]}` was given to nte.scale_by_nte, but `update` received "
+                "nte.ExpertLogLikelihoods, whose β, η and invalid policy were chosen by "
+                "nte.expert_log_likelihoods and would be ignored here: build the optimizer "
+                f"without {', '.join(f'`{n}`' for n in named)} (e.g. `nte.nte()`)."
+            )
+    elif given["inv_temperature"] is None:
+        raise ValueError(
+            "`inv_temperature` (β) is required when `update` receives per-example gradients: "
+            "build the optimizer with it (e.g. `nte.nte(0.01)`), or pass "
+            "nte.expert_log_likelihoods(...) to `update` instead."
+        )
 
 
 def scale_by_nte(
-    inv_temperature: float | int | Float[Array, ""],
+    inv_temperature: float | int | Float[Array, ""] | None = None,
     *,
-    eta: float | int | Float[Array, ""] = 1.0,
+    eta: float | int | Float[Array, ""] | None = None,
     max_delta: float | int | Float[Array, ""] | None = None,
     renormalize: bool = True,
     init_scale: float | int | Float[Array, ""] = 0.0,
-    invalid: str = "cap",
+    invalid: str | None = None,
     key: PRNGKeyArray | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """The neural tangent ensemble posterior update (design doc §2) as an optax transformation.
+    """The neural tangent ensemble posterior update as an optax transformation: the prior
+    (the ensemble weights) and the projection; the data term is the likelihood.
 
     With fixed signs s, log-magnitudes λ = log|Δ| and the fixed norm Z = ‖Δ‖₁, one step on a
     batch does
@@ -134,16 +139,24 @@ def scale_by_nte(
         λ  ← min(λ, log max_delta)                     (if max_delta)
         θ  = θ0 + s·exp(λ)
 
-    To first order in β this is SGD with per-parameter learning rate ηβ|Δ_i|, projected back
-    onto the L1 sphere: Δ' − Δ ≈ −ηβ|Δ|⊙G + ηβΔ⟨Δ, G⟩/Z with G = Σ_b g_b.
+    ([maths: the posterior update](../math.md#the-posterior-update)). To first order in β this
+    is SGD with per-parameter learning rate ηβ|Δ_i|, projected back onto the L1 sphere:
+    Δ' − Δ ≈ −ηβ|Δ|⊙G + ηβΔ⟨Δ, G⟩/Z with G = Σ_b g_b
+    ([maths: first-order form](../math.md#first-order-form)).
 
-    `update(updates, state, params)` takes either per-example gradients with a leading batch
-    axis on every leaf (the `optax.contrib.dpsgd` convention; e.g. [`nte.per_example_grads`][])
-    or an [`nte.ExpertLogLikelihoods`][] (computed without B×N memory by
-    [`nte.expert_log_likelihoods`][]; then β, η and the invalid policy of that call apply and
-    this transformation's `inv_temperature`/`eta` are not used). It returns increments: after
-    `optax.apply_updates(params, updates)` the parameters are θ0 + s·exp(λ'). `params` is
-    required.
+    `update(updates, state, params)` takes either
+
+    - an [`nte.ExpertLogLikelihoods`][] (L computed without B×N memory by
+      [`nte.expert_log_likelihoods`][], which holds β, η and the invalid policy): build this
+      transformation WITHOUT `inv_temperature`, `eta` and `invalid` (`nte.nte()`); giving any
+      of them raises a `ValueError` naming it, since it would be ignored;
+    - or per-example gradients with a leading batch axis on every leaf (the
+      `optax.contrib.dpsgd` convention; e.g. [`nte.per_example_grads`][]): then
+      `inv_temperature` is required and L is computed here by the same code as
+      [`nte.likelihood.Vmap`][] (`eta` defaults to 1, `invalid` to `"cap"`).
+
+    It returns increments: after `optax.apply_updates(params, updates)` the parameters are
+    θ0 + s·exp(λ'). `params` is required.
 
     **Numerics.** 1 − βsg = 0 exactly gives λ = −inf: the parameter becomes exactly 0 (θ0 in the
     init variant) and stays there forever (pruned); `logsumexp` ignores it. 1 − βsg < 0 (an
@@ -159,14 +172,17 @@ def scale_by_nte(
 
     **Arguments:**
 
-    - `inv_temperature`: β > 0, multiplies the gradient (injectable).
-    - `eta`: η > 0, the likelihood exponent (injectable); η = 1 is the plain posterior.
+    - `inv_temperature`: β > 0, multiplies the gradient (injectable); only with per-example
+      gradients.
+    - `eta`: η > 0, the likelihood exponent (injectable; default 1, the plain posterior); only
+      with per-example gradients.
     - `max_delta`: optional clip on |Δ| (after renormalization), > 0.
     - `renormalize`: keep ‖Δ‖₁ = Z (step 4).
     - `init_scale`: σ ≥ 0. σ = 0 is the origin variant (Δ = θ, θ0 = 0; parameters exactly 0
       are dead experts, s = 0, that stay 0). σ > 0 draws Δ = σ·N(0, 1) with a fresh key per
       leaf (`jax.random.split(key, num_leaves)`, in leaf order) and θ0 = θ − Δ.
-    - `invalid`: `"cap"`, `"floor"` or `"raise"`.
+    - `invalid`: `"cap"` (default), `"floor"` or `"raise"`
+      ([maths: invalid experts](../math.md#invalid-experts)); only with per-example gradients.
     - `key`: a PRNG key, required when `init_scale > 0` (unused otherwise).
 
     **Returns:**
@@ -176,11 +192,17 @@ def scale_by_nte(
     !!! example
 
         ```python
-        opt = nte.nte(0.01)
+        opt = nte.nte()  # the likelihood holds β
         state = opt.init(params)
+        lik = nte.expert_log_likelihoods(
+            loss_fn, model, x, y, signs=state.signs, inv_temperature=0.01
+        )
+        updates, state = opt.update(lik, state, params)
+        params = optax.apply_updates(params, updates)
+
+        opt = nte.nte(0.01)  # or: per-example gradients, β given here
         grads = nte.per_example_grads(loss_fn, model, x, y)
         updates, state = opt.update(grads, state, params)
-        params = optax.apply_updates(params, updates)
         ```
     """
     _check_hyperparameters(inv_temperature, eta, max_delta, init_scale, invalid)
@@ -198,33 +220,36 @@ def scale_by_nte(
         del extra_args
         if params is None:
             raise ValueError("`params` is required by nte.scale_by_nte's update.")
+        _check_data_terms(updates, dict(inv_temperature=inv_temperature, eta=eta, invalid=invalid))
         if isinstance(updates, ExpertLogLikelihoods):
-            _check_loglik(updates, params)
+            check_params_shaped(updates.log_likelihoods, params, "updates.log_likelihoods")
+            data = None
         else:
             _check_grads(updates, params)
-        hyper = (inv_temperature, eta, max_delta)
-        hyper = jtu.tree_map(lambda h: jnp.asarray(h, jnp.result_type(float)), hyper)
-        return _update(updates, state, params, hyper, renormalize=renormalize, invalid=invalid)
+            data = (inv_temperature, 1.0 if eta is None else eta)
+            data = jtu.tree_map(lambda h: jnp.asarray(h, jnp.result_type(float)), data)
+        max_delta_ = None if max_delta is None else jnp.asarray(max_delta, jnp.result_type(float))
+        policy = "cap" if invalid is None else invalid
+        return _update(updates, state, params, data, max_delta_, renormalize, policy)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 @eqx.filter_jit
-def _update(updates, state, params, hyper, *, renormalize, invalid):
-    """Steps 2–6 of design doc §2 (compiled once per shapes; β, η, max_delta are traced)."""
-    inv_temperature, eta, max_delta = hyper
-    if isinstance(updates, ExpertLogLikelihoods):
-        loglik, num_invalid = updates.log_likelihoods, updates.num_invalid
-    else:
-        loglik, num_invalid, _ = likelihood_from_grads(
-            updates, state.signs, inv_temperature, eta, invalid
-        )
-    lam = jtu.tree_map(lambda v, L: (v + L).astype(v.dtype), state.log_magnitudes, loglik)
+def _update(updates, state, params, data, max_delta, renormalize, invalid):
+    """One step ([maths: the posterior update](../math.md#the-posterior-update)), compiled
+    once per shapes; β, η, max_delta are traced. `data = (β, η)` with per-example gradients,
+    whose likelihood is computed as by [`nte.likelihood.Vmap`][]."""
+    if data is not None:
+        updates = from_grads(updates, state.signs, *data, invalid)
+    lam = jtu.tree_map(
+        lambda v, L: (v + L).astype(v.dtype), state.log_magnitudes, updates.log_likelihoods
+    )
     lam = _project(lam, state.log_norm, renormalize, max_delta)
     new = _parameters(lam, state.signs, state.origin)
     increments = jtu.tree_map(lambda n, p: (n - p).astype(p.dtype), new, params)
     pruned = _count(lambda v: v == -jnp.inf, jtu.tree_leaves(lam))
-    total_invalid = state.num_invalid + jnp.asarray(num_invalid, jnp.int32)
+    total_invalid = state.num_invalid + jnp.asarray(updates.num_invalid, jnp.int32)
     new_state = state._replace(log_magnitudes=lam, num_pruned=pruned, num_invalid=total_invalid)
     return increments, new_state
 
@@ -251,13 +276,13 @@ def _parameters(lam, signs, origin):
 
 
 def nte(
-    inv_temperature: float | int | Float[Array, ""],
+    inv_temperature: float | int | Float[Array, ""] | None = None,
     *,
-    eta: float | int | Float[Array, ""] = 1.0,
+    eta: float | int | Float[Array, ""] | None = None,
     max_delta: float | int | Float[Array, ""] | None = None,
     renormalize: bool = True,
     init_scale: float | int | Float[Array, ""] = 0.0,
-    invalid: str = "cap",
+    invalid: str | None = None,
     key: PRNGKeyArray | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """The NTE posterior optimizer: the user-facing alias of [`nte.scale_by_nte`][].

@@ -1,4 +1,4 @@
-"""The additive variant of the NTE update, "scaled SGD" (design doc §3)."""
+"""The additive variant of the NTE update, "scaled SGD"."""
 
 from typing import NamedTuple
 
@@ -10,6 +10,7 @@ from jaxtyping import Array, Float, PyTree
 
 from ._errors import check_positive
 from ._posterior import _check_grads
+from .likelihood._base import ExpertLogLikelihoods
 
 
 class ScaleByScaledSGDState(NamedTuple):
@@ -30,7 +31,8 @@ def scale_by_scaled_sgd(
     renormalize: bool = False,
     max_delta: float | int | Float[Array, ""] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """Additive NTE variant: per example, Δ ← Δ − lr·|Δ|⊙g_b (design doc §3), origin variant.
+    """Additive NTE variant: per example, Δ ← Δ − lr·|Δ|⊙g_b, origin variant
+    ([maths: scaled SGD](../math.md#scaled-sgd)).
 
     The examples of a batch are applied one after another (a `lax.scan` over the batch axis of
     the per-example gradients), each with the gradient given (frozen within the batch). Then
@@ -66,6 +68,11 @@ def scale_by_scaled_sgd(
         del extra_args
         if params is None:
             raise ValueError("`params` is required by nte.scale_by_scaled_sgd's update.")
+        if isinstance(updates, ExpertLogLikelihoods):
+            raise TypeError(
+                "nte.scale_by_scaled_sgd's update takes per-example gradients (its steps are "
+                "applied one example at a time), not nte.ExpertLogLikelihoods."
+            )
         _check_grads(updates, params)
 
         def step(delta, g):

@@ -1,4 +1,4 @@
-"""Tests of nte/_posterior.py: the NTE posterior update (design doc §2, §6 items 1–6, 9, 10)."""
+"""Tests of nte/_posterior.py: the NTE posterior update (docs/math.md, properties 1–6, 9, 10)."""
 
 import equinox as eqx
 import jax
@@ -34,7 +34,7 @@ def _step(opt, state, params, grads):
 
 
 def _reference_step(delta, grads, beta, eta, z):
-    """Independent NumPy float64 implementation of design doc §2 (no clip)."""
+    """Independent NumPy float64 implementation of the posterior update (no clip)."""
     out = {}
     for k, d in delta.items():
         s = np.sign(d)
@@ -255,16 +255,62 @@ def test_with_expert_log_likelihoods(getkey):
     def loss(m, xi, yi):
         return -jax.nn.log_softmax(m(xi))[yi]
 
-    opt = nte.nte(0.05, eta=2.0)
+    opt = nte.nte(0.05, eta=2.0)  # β, η here: per-example gradients
     state = opt.init(params)
     grads = nte.per_example_grads(loss, model, x, y)
     a, _ = opt.update(grads, state, params)
     lik = nte.expert_log_likelihoods(
         loss, model, x, y, signs=state.signs, inv_temperature=0.05, eta=2.0, method="chunked"
     )
-    b, _ = opt.update(lik, state, params)
+    b, _ = nte.nte().update(lik, state, params)  # β, η in the likelihood
     for u, v in zip(jtu.tree_leaves(a), jtu.tree_leaves(b)):
         np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
+    # the per-example-gradient path computes its likelihood as the Vmap method does
+    vmap = nte.expert_log_likelihoods(
+        loss, model, x, y, signs=state.signs, inv_temperature=0.05, eta=2.0, method="vmap"
+    )
+    c, _ = nte.nte().update(vmap, state, params)
+    for u, v in zip(jtu.tree_leaves(a), jtu.tree_leaves(c)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(inv_temperature=0.05), "inv_temperature"),
+        (dict(eta=2.0), "eta"),
+        (dict(invalid="floor"), "invalid"),
+        (dict(inv_temperature=0.05, invalid="cap"), "inv_temperature"),
+    ],
+)
+def test_ignored_data_terms_raise(getkey, kwargs, name):
+    """β, η and the invalid policy of an ExpertLogLikelihoods come from its own call: giving
+    them to the optimizer as well is an error naming the argument, not silently ignored."""
+    model = nte.nn.MLP(4, 6, 1, 3, key=getkey())
+    params, _ = nte.split(model)
+    x, y = jax.random.normal(getkey(), (5, 4)), jnp.arange(5) % 3
+    loss = lambda m, xi, yi: -jax.nn.log_softmax(m(xi))[yi]
+    for factory in (nte.nte, nte.scale_by_nte):
+        opt = factory(**kwargs)
+        state = opt.init(params)
+        lik = nte.expert_log_likelihoods(loss, model, x, y, signs=state.signs, inv_temperature=0.05)
+        with pytest.raises(ValueError, match=f"`{name}` was given"):
+            opt.update(lik, state, params)
+        with pytest.raises(ValueError, match=f"`{name}` was given"):
+            jax.jit(opt.update)(lik, state, params)
+
+
+def test_per_example_grads_need_beta(getkey):
+    params = _params(getkey())
+    grads = _grads(getkey(), params, 3)
+    for opt in (nte.nte(), nte.scale_by_nte(eta=2.0), nte.nte(max_delta=1.0)):
+        with pytest.raises(ValueError, match="`inv_temperature`.*required"):
+            opt.update(grads, opt.init(params), params)
+    # η defaults to 1 and the policy to "cap"
+    a, _ = _step(nte.nte(0.3), nte.nte(0.3).init(params), params, grads)
+    b, _ = _step(nte.nte(0.3, eta=1.0, invalid="cap"), nte.nte(0.3).init(params), params, grads)
+    for u, v in zip(jtu.tree_leaves(a), jtu.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
 # --- optax integration -------------------------------------------------------------------------

@@ -86,25 +86,28 @@ def _build(method: str, width: int, batch: int, chunk: int | None):
 
             updates, state = opt.update(jax.grad(mean_loss)(params), state, params)
             return optax.apply_updates(params, updates), state
-    else:
+    elif method == "vmap":  # per-example gradients: β given to the optimizer
         opt = nte.nte(0.01)
 
         def step(params, state, x, y):
-            model = nte.merge(params, static)
-            if method == "vmap":
-                updates = nte.per_example_grads(loss, model, x, y)
-            else:
-                updates = nte.expert_log_likelihoods(
-                    loss,
-                    model,
-                    x,
-                    y,
-                    signs=state.signs,
-                    inv_temperature=0.01,
-                    method=method,
-                    chunk_size=chunk,
-                )
-            updates, state = opt.update(updates, state, params)
+            grads = nte.per_example_grads(loss, nte.merge(params, static), x, y)
+            updates, state = opt.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+    else:  # the likelihood holds β; the optimizer is the prior and projection
+        opt = nte.nte()
+        kind = {"chunked": nte.likelihood.Chunked, "series": nte.likelihood.Series}[method]
+
+        def step(params, state, x, y):
+            lik = nte.expert_log_likelihoods(
+                loss,
+                nte.merge(params, static),
+                x,
+                y,
+                signs=state.signs,
+                inv_temperature=0.01,
+                method=kind(chunk_size=chunk),
+            )
+            updates, state = opt.update(lik, state, params)
             return optax.apply_updates(params, updates), state
 
     state = opt.init(params)
@@ -172,13 +175,17 @@ def breakdown(width: int, batch: int, repeats: int) -> dict:
     import optax
 
     import nte
-    from nte import _series as series
+    from nte.likelihood import _base, _grads, _layers, _series
 
     sgd_step, (p, sgd_state, x, y) = _build("sgd", width, batch, None)
     nte_step, (_, nte_state, _, _) = _build("series", width, batch, None)
     static, loss = _split_model(width)[1], _loss
-    layers = series.tappable_layers(loss, p, static, x, y)
-    signs = [series.linear_nodes(nte_state.signs)[i].weight for i in layers]
+
+    def batch_of(params):
+        return _base.Batch(loss, params, static, x, y, nte_state.signs)
+
+    layers = _layers.find_layers(batch_of(p))
+    signs = [_grads.sign_leaves(batch_of(p))[layer.weight] for layer in layers]
 
     def scalar(tree):  # every output element is needed
         return sum(jnp.sum(v) for v in jax.tree_util.tree_leaves(tree))
@@ -187,13 +194,14 @@ def breakdown(width: int, batch: int, repeats: int) -> dict:
         return jax.tree_util.tree_map(lambda v: v + 0 * c, p)
 
     def taps(c):
-        return scalar(series.taps(loss, nudge(p, c), static, x, y, layers)) * 0
+        return scalar(_layers.layer_signals(batch_of(nudge(p, c)), layers)) * 0
 
     def taps_series(c):
-        pairs = series.taps(loss, nudge(p, c), static, x, y, layers)
-        return scalar([series.series_sum(D, A, s, 0.01, 3) for (D, A), s in zip(pairs, signs)]) * 0
+        pairs = _layers.layer_signals(batch_of(nudge(p, c)), layers)
+        sums = [_series.series_sum(D, A, s, 0.01, 3) for (D, A), s in zip(pairs, signs)]
+        return scalar(sums) * 0
 
-    opt = nte.nte(0.01)
+    opt = nte.nte()
     lik = nte.expert_log_likelihoods(
         loss, nte.merge(p, static), x, y, signs=nte_state.signs, inv_temperature=0.01
     )

@@ -8,11 +8,10 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-import nte as _root  # the optimizer and likelihoods live in the top-level package
-
 from ..._errors import check_choice, check_positive
-from ..._sharded_likelihood import sharded_expert_log_likelihoods
+from ..._posterior import scale_by_nte
 from ..._split import merge, split
+from ...likelihood import Auto, Chunked, Series, Sharded, Vmap, expert_log_likelihoods
 from .._learner import AbstractLearner, Task, batch_targets, cross_entropy, register_learner
 
 
@@ -27,7 +26,7 @@ class NTEState(eqx.Module):
 
 
 class NTELearner(AbstractLearner):
-    """The NTE posterior update on per-example expert log-likelihoods (design doc §2).
+    """The NTE posterior update on per-example expert log-likelihoods.
 
     Each step computes `L_i = η Σ_b log(1 − β s_i g_{b,i})` with
     [`nte.expert_log_likelihoods`][] (no `B × N` tensor when `method="auto"` can avoid it) and
@@ -48,15 +47,20 @@ class NTELearner(AbstractLearner):
     chunk_size: int | None
 
     def _optimizer(self, key=None):
-        return _root.nte(
-            self.inv_temperature,
-            eta=self.eta,
+        # the prior and projection only: β, η and `invalid` belong to the likelihood
+        return scale_by_nte(
             max_delta=self.max_delta,
             renormalize=self.renormalize,
             init_scale=self.init_scale,
-            invalid=self.invalid,
             key=key,
         )
+
+    def _method(self) -> Sharded:
+        """Per-device sums + psum under a data mesh (the method itself without one)."""
+        if self.method == "vmap":
+            return Sharded(Vmap())
+        kind = {"auto": Auto, "chunked": Chunked, "series": Series}[self.method]
+        return Sharded(kind(chunk_size=self.chunk_size))
 
     def init(self, model: eqx.Module, *, key: PRNGKeyArray) -> NTEState:
         params, _ = split(model)
@@ -67,7 +71,7 @@ class NTELearner(AbstractLearner):
     ) -> tuple[NTEState, dict[str, Array]]:
         params, static = split(state.model)
         targets = batch_targets(y, task)
-        loglik = sharded_expert_log_likelihoods(  # per-device sums + psum under a data mesh
+        loglik = expert_log_likelihoods(
             cross_entropy,
             state.model,
             x,
@@ -75,8 +79,7 @@ class NTELearner(AbstractLearner):
             signs=state.opt_state.signs,
             inv_temperature=self.inv_temperature,
             eta=self.eta,
-            method=self.method,
-            chunk_size=self.chunk_size,
+            method=self._method(),
             invalid=self.invalid,
         )
         updates, opt_state = self._optimizer().update(loglik, state.opt_state, params)
@@ -112,8 +115,10 @@ def nte(
     - `inv_temperature`: β > 0, multiplies the per-example gradients.
     - `eta`: η > 0, the likelihood exponent (1 is the plain posterior).
     - `max_delta`: optional clip of `|Δ_i|` after renormalization.
-    - `renormalize`, `init_scale`, `invalid`: passed to [`nte.nte`][].
-    - `method`, `chunk_size`: passed to [`nte.expert_log_likelihoods`][].
+    - `renormalize`, `init_scale`: passed to [`nte.nte`][] (the prior and projection).
+    - `invalid`: the invalid-expert policy of the likelihood.
+    - `method`, `chunk_size`: the likelihood method of [`nte.expert_log_likelihoods`][]
+      (`"auto"`, `"chunked"`, `"series"` take `chunk_size`; `"vmap"` ignores it).
 
     **Returns:**
 
