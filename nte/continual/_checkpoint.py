@@ -13,11 +13,12 @@ from typing import Any
 
 import equinox as eqx
 
-from .._internal._io import atomic_write, atomic_write_json, atomic_write_text
+from .._internal._io import atomic_write, atomic_write_json, atomic_write_text, read_json
 
 STATE_FILE = "state.eqx"
 PROGRESS_FILE = "progress.json"
 CONFIG_FILE = "run_config.json"
+RECORDS_FILE = "observations.json"
 
 
 def save(folder: str | os.PathLike, tree: Any, summary: dict[str, Any]) -> None:
@@ -33,6 +34,17 @@ def load(folder: str | os.PathLike, like: Any) -> Any | None:
     if not path.exists():
         return None
     return eqx.tree_deserialise_leaves(path, like)
+
+
+def save_records(folder: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """Atomically write the observation records (a JSON list) into `folder`."""
+    atomic_write_json(Path(folder) / RECORDS_FILE, records)
+
+
+def load_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """The observation records saved in `folder` (`[]` if none)."""
+    path = Path(folder) / RECORDS_FILE
+    return read_json(path) if path.exists() else []
 
 
 def check_config(folder: str | os.PathLike, identity: dict[str, Any]) -> None:
