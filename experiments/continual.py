@@ -115,7 +115,10 @@ def configs(args: dict) -> dict[str, continual.Config]:
     args = dict(args)
     names = [n.strip() for n in args.pop("learner").split(",") if n.strip()]
     out = Path(args.pop("out"))
-    hyper = {**args.pop("learner_kwargs"), **{k: args.pop(k) for k in learner_fields() if k in args}}
+    hyper = {
+        **args.pop("learner_kwargs"),
+        **{k: args.pop(k) for k in learner_fields() if k in args},
+    }
     for name in names:
         continual.learner_config(name)  # an unknown name: a ValueError naming `learner`
     owned = {k for n in names for k in (f.name for f in dataclasses.fields(_learner_class(n)))}
@@ -130,13 +133,14 @@ def configs(args: dict) -> dict[str, continual.Config]:
     return result
 
 
-def run_one(config: continual.Config, write: bool = True) -> dict:
-    """Run one config, write its folder (config, metrics, plots) and return its summary."""
+def run_one(config: continual.Config, write: bool = True, **run_kwargs) -> dict:
+    """Run one config, write its folder (config, metrics, plots) and return its summary
+    (`run_kwargs`: `model`, `dataset`, `observers` of `nte.continual.run`)."""
     out = Path(config.training.out)
     if write:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", config.to_dict())
-    result = continual.run(config)
+    result = continual.run(config, **run_kwargs)
     summary = result.summary()
     if not write:
         return {"summary": summary, "R": result.R, "finished": result.finished}

@@ -158,12 +158,12 @@ class Config:
     def __init__(
         self,
         *,
-        data: DataConfig | None = None,
-        model: ModelConfig | None = None,
-        learner: "LearnerConfig | str | None" = None,
-        training: TrainingConfig | None = None,
-        devices: DevicesConfig | None = None,
-        learner_kwargs: dict[str, Any] | None = None,
+        data: Any = None,
+        model: Any = None,
+        learner: Any = None,
+        training: Any = None,
+        devices: Any = None,
+        learner_kwargs: Any = None,
         **flat: Any,
     ):
         given = {"data": data, "model": model, "training": training, "devices": devices}
@@ -171,7 +171,9 @@ class Config:
         for name, cls in SECTIONS.items():
             value = cls() if given[name] is None else given[name]
             if not isinstance(value, cls):
-                raise ValueError(f"`{name}` must be an nte.continual.{cls.__name__}, got {value!r}.")
+                raise ValueError(
+                    f"`{name}` must be an nte.continual.{cls.__name__}, got {value!r}."
+                )
             own = {k: v for k, v in flat.items() if _FIELD_SECTION.get(k) == name}
             sections[name] = dataclasses.replace(value, **own) if own else value
         if learner_kwargs is not None and not isinstance(learner_kwargs, dict):
@@ -207,7 +209,8 @@ class Config:
             if extra:
                 raise ValueError(f"`d[{name!r}]` has unknown fields {sorted(extra)}.")
             sections[name] = section(**d.get(name, {}))
-        hp = dict(d.get("learner", {"name": "nte"}))
+        hp = {k: tuple(v) if isinstance(v, list) else v  # JSON lists were tuples
+              for k, v in d.get("learner", {"name": "nte"}).items()}  # fmt: skip
         return cls(**sections, learner=learner_config(hp.pop("name"), **hp))
 
     def identity(self) -> dict[str, Any]:

@@ -124,11 +124,12 @@ class AbstractLearner(eqx.Module):
     Optionally override:
 
     - `end_task(state, task_index, x, y, task, *, key) -> state`: called once after the last
-      step of each task, with a sample of that task's training data (`Config.training.end_task_examples`
-      examples drawn on device, already permuted/remapped) and a fresh `key`. Default: the
-      identity (and then the harness compiles nothing for it). EWC computes its Fisher here; a
-      hypernetwork snapshots its outputs.
-    - `vmap_seeds` (a `ClassVar[bool]`, default `True`): with `Config.training.seed_mode="auto"`,
+      step of each task, with a sample of that task's training data
+      (`Config.training.end_task_examples` examples drawn on device, already
+      permuted/remapped) and a fresh `key`. Default: the identity (and then the harness
+      compiles nothing for it). EWC computes its Fisher here; a hypernetwork snapshots its
+      outputs.
+    - `vmap_seeds` (a `bool`, default `True`): with `Config.training.seed_mode="auto"`,
       several seeds are trained with `jax.vmap` (`True`) or `lax.map` (`False`: better for
       learners using `lax.cond`, whose both branches run under `vmap`).
 

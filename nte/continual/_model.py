@@ -7,7 +7,6 @@ structure and leaf shapes of the module it returns are part of the checkpoint id
 """
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -44,7 +43,7 @@ def _fail(what: str) -> ValueError:
     return ValueError(f"`model` must be a function `key -> eqx.Module` {what}")
 
 
-def check_model(model: Callable[[Any], Any], tasks: Tasks) -> eqx.Module:
+def check_model(model: Any, tasks: Tasks) -> eqx.Module:
     """Check the factory `model` on one key and one example (shapes only, no FLOPs); return the
     abstract module (`jax.ShapeDtypeStruct` leaves). Raises one `ValueError` naming `model`."""
     if not callable(model):

@@ -34,7 +34,7 @@ class Event(NamedTuple):
 Observer = Callable[[Any, Any, Event], dict[str, Any]]
 
 
-def check_observers(observers: Sequence[Observer]) -> tuple[Observer, ...]:
+def check_observers(observers: Any) -> tuple[Observer, ...]:
     """`observers` as a tuple, or a `ValueError` naming `observers`."""
     if callable(observers):
         observers = (observers,)
@@ -67,7 +67,7 @@ def observe(
     the stacked host `state` (leading seed axis)."""
     record: dict[str, Any] = {"kind": kind, "task": task, "step": step}
     for i, seed in enumerate(seeds):
-        one = jax.tree_util.tree_map(lambda v: v[i] if eqx.is_array(v) else v, state)
+        one = jax.tree_util.tree_map(lambda v, i=i: v[i] if eqx.is_array(v) else v, state)
         model = learner.eval_model(one, jnp.int32(task))
         for obs in observers:
             out = obs(model, one, Event(kind, task, step, seed))

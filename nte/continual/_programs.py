@@ -56,7 +56,9 @@ class _Programs:
         self.use_vmap = learner.vmap_seeds if mode == "auto" else mode == "vmap"
         self.cache: dict[Any, Callable] = {}
         self.compile_time = 0.0
-        self.par = parallel.DataParallel(config.training, config.devices)  # the device mesh (see _parallel.py)
+        self.par = parallel.DataParallel(
+            config.training, config.devices
+        )  # the device mesh (see _parallel.py)
 
     def _compiled(self, name: str, fn: Callable, *args, **static) -> Callable:
         key = (name, tuple(sorted(static.items())))
@@ -146,7 +148,9 @@ class _Programs:
             def one_task(j):
                 model = self.learner.eval_model(state, j)
                 x, y = task_batch(dev, j, dev["test_index"][j], test=True)
-                logits = lax.map(model, x, batch_size=min(self.config.training.eval_batch_size, maxn))
+                logits = lax.map(
+                    model, x, batch_size=min(self.config.training.eval_batch_size, maxn)
+                )
                 valid = jnp.arange(maxn) < dev["test_count"][j]
                 correct = (predict(logits, dev["masks"][j]) == y) & valid
                 return jnp.sum(correct) / dev["test_count"][j]

@@ -17,7 +17,7 @@ devices, and a resumed run replays exactly the same batches.
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -103,7 +103,7 @@ def _steps_per_epoch(batch_size: int, tasks: Tasks) -> list[int]:
     return spe
 
 
-def _prepare(config: Config, model: Any, dataset: Any, observers: Sequence) -> _Run:
+def _prepare(config: Any, model: Any, dataset: Any, observers: Any) -> _Run:
     """Check every input, load the tasks, compile the programs, put the data on the devices."""
     if not isinstance(config, Config):
         raise TypeError(f"`config` must be an nte.continual.Config, got {type(config).__name__}.")
@@ -296,9 +296,9 @@ def _finish(r: _Run, p: Progress) -> Result:
 def run(
     config: Config,
     *,
-    model: Callable[[Any], Any] | None = None,
+    model: Any = None,
     dataset: Any = None,
-    observers: Sequence[Observer] = (),
+    observers: Any = (),
 ) -> Result:
     """Train `config.learner` on `config.data.tasks` tasks in sequence; evaluate after each task.
 

@@ -106,13 +106,11 @@ class NTEConfig(LearnerConfig):
         0.0, "0: origin variant; σ > 0: Δ = σ·N(0, 1)", number(0.0, strict=False)
     )
     invalid: str = option("cap", "invalid-expert policy", choice("cap", "floor", "raise"))
-    method: str = option(
-        "auto", "likelihood method", choice("auto", "vmap", "chunked", "series")
+    method: str = option("auto", "likelihood method", choice("auto", "vmap", "chunked", "series"))
+    chunk_size: int | None = option(
+        None, "examples per chunk of the likelihood", integer(1, optional=True)
     )
-    chunk_size: int | None = option(None, "examples per chunk of the likelihood", integer(1, optional=True))
 
     def build(self, context: LearnerContext) -> OptaxLearner:
-        source = TangentLikelihoods(
-            self.beta, self.eta, self.invalid, self.method, self.chunk_size
-        )
+        source = TangentLikelihoods(self.beta, self.eta, self.invalid, self.method, self.chunk_size)
         return OptaxLearner(functools.partial(nte_transformation, self), source)

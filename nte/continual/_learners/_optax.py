@@ -1,4 +1,5 @@
-"""One learner for "an optax transformation and a gradient source": [`nte.continual.OptaxLearner`][].
+"""One learner for "an optax transformation and a gradient source":
+[`nte.continual.OptaxLearner`][].
 
 SGD, Adam, scaled SGD, the NTE posterior update, pruning-only and magnitude pruning are all
 `(model, opt_state)` learners: each step computes something from the batch (the mean-batch
@@ -165,4 +166,3 @@ class OptaxLearner(AbstractLearner):
     def eval_model(self, state: OptaxState, task_index: Int[Array, ""]) -> eqx.Module:
         del task_index
         return state.model
-

@@ -1,6 +1,7 @@
 """Pruning learners: learning by pruning only ([`nte.pruning.prune_only`][]) and gradual
 magnitude pruning ([`nte.pruning.magnitude`][]) around SGD
-([maths: pruning](../math.md#pruning), [learning by pruning only](../math.md#learning-by-pruning-only))."""
+([maths: pruning](../math.md#pruning),
+[learning by pruning only](../math.md#learning-by-pruning-only))."""
 
 import dataclasses
 from typing import Any, ClassVar
@@ -10,8 +11,8 @@ import jax.random as jr
 import jax.tree_util as jtu
 from jaxtyping import PRNGKeyArray
 
-from ...pruning import magnitude as magnitude_pruning, prune_only as prune_only_transformation
 from ..._split import merge, split
+from ...pruning import magnitude as magnitude_pruning, prune_only as prune_only_transformation
 from .._fields import choice, integer, number, option
 from .._learner import LearnerConfig, LearnerContext, register_learner
 from ._basic import LEARNING_RATE, MOMENTUM, sgd_transformation
@@ -64,7 +65,9 @@ class PruneOnlyConfig(LearnerConfig):
     momentum: float = option(0.99, "EMA momentum of the score", number(strict=False, below=1.0))
     cutoff: str = option("gaussian", "the cutoff rule", choice("gaussian", "quantile"))
     degree: float | None = option(
-        None, "homogeneity degree (None: the model's number of weight layers)", number(optional=True)
+        None,
+        "homogeneity degree (None: the model's number of weight layers)",
+        number(optional=True),
     )
     init_scale: float = option(
         0.0, "0: origin variant; σ > 0: start at θ_init + σ·ε", number(strict=False)
