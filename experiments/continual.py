@@ -18,6 +18,7 @@ docs/scale.md). Only process 0 writes files.
 """
 
 import argparse
+import collections.abc
 import dataclasses
 import json
 import time
@@ -63,7 +64,7 @@ def _flag_type(kind) -> dict:
     """argparse keywords for a field annotated `kind`."""
     if kind is bool:
         return {"action": argparse.BooleanOptionalAction}
-    if kind == tuple[int, ...]:
+    if kind in (tuple[int, ...], collections.abc.Sequence[int]):
         return {"type": _ints, "metavar": "INT,INT,..."}
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(kind) if a is not type(None)][0]

@@ -10,7 +10,7 @@ from nte import continual
 def test_flags_parse_into_the_configs_they_name():
     argv = "--learner nte,sgd --tasks 4 --width 8 --depth 1 --epochs 2 --batch-size 16 "
     argv += "--seeds 2 --beta 0.2 --eta 0.5 --max-delta none --lr 0.3 --momentum 0.9 "
-    argv += "--scenario task --no-progress --mesh data=1 --out OUT"
+    argv += "--scenario task --no-progress --mesh data=1 --devices 1 --out OUT"
     args = vars(cli.parser().parse_args(argv.split()))
     cli._scale.setup(args)
     runs = cli.configs(args)
@@ -25,7 +25,7 @@ def test_flags_parse_into_the_configs_they_name():
         training=continual.TrainingConfig(
             epochs=2, batch_size=16, seeds=2, progress=False, out="OUT/sgd"
         ),  # fmt: skip
-        devices=continual.DevicesConfig(mesh="data=1"),
+        devices=continual.DevicesConfig(devices=1, mesh="data=1"),
     )
     assert sgd_cfg == expected
     assert nte_cfg.data == sgd_cfg.data and nte_cfg.training.out == "OUT/nte"

@@ -133,14 +133,14 @@ def test_bad_observers():
 def test_flat_construction_equals_sections():
     flat = continual.Config(
         dataset="digits", tasks=4, learner="nte", beta=0.2, max_delta=0.5, epochs=2, seeds=2,
-        width=50, mesh="data=1", learner_kwargs={"eta": 0.5},
+        width=50, mesh="data=1", devices=1, learner_kwargs={"eta": 0.5},
     )  # fmt: skip
     sectioned = continual.Config(
         data=continual.DataConfig(dataset="digits", tasks=4),
         model=continual.ModelConfig(width=50),
         learner=continual.NTEConfig(beta=0.2, eta=0.5, max_delta=0.5),
         training=continual.TrainingConfig(epochs=2, seeds=2),
-        devices=continual.DevicesConfig(mesh="data=1"),
+        devices=continual.DevicesConfig(devices=1, mesh="data=1"),
     )
     assert flat == sectioned
     assert continual.Config.from_dict(json.loads(flat.to_json())) == flat

@@ -144,7 +144,9 @@ class Config:
     A flat keyword goes to the section that has a field of that name; every other keyword is
     a hyperparameter of the learner (`learner` is a registered name or a `LearnerConfig`), and
     one the learner does not have raises a `ValueError` naming it. `learner_kwargs` (a dict) is
-    merged into the learner's keywords. Flat keywords override the sections given, so
+    merged into the learner's keywords. `devices=<int>` is the flat field `devices.devices` (a
+    device count), `devices=DevicesConfig(...)` the section. Flat keywords override the
+    sections given, so
     `dataclasses.replace(config, lr=0.1)` and `config.replace(lr=0.1)` work too. The defaults
     are those of `python -m experiments.continual`.
     """
@@ -166,6 +168,9 @@ class Config:
         learner_kwargs: Any = None,
         **flat: Any,
     ):
+        if devices is not None and not isinstance(devices, DevicesConfig):
+            flat["devices"] = devices  # the flat field `devices.devices` (a device count)
+            devices = None
         given = {"data": data, "model": model, "training": training, "devices": devices}
         sections = {}
         for name, cls in SECTIONS.items():

@@ -24,6 +24,7 @@ generates task `t`'s network from `e_t`.
 """
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -225,7 +226,7 @@ class HypernetworkConfig(LearnerConfig):
     embedding_size: int = option(32, "size of each task embedding", integer(1))
     chunk_size: int = option(2000, "weights generated per chunk", integer(1))
     chunk_embedding_size: int = option(32, "size of each chunk embedding", integer(1))
-    hidden: tuple[int, ...] = option((100, 50), "hidden sizes of the hypernetwork MLP",
+    hidden: Sequence[int] = option((100, 50), "hidden sizes of the hypernetwork MLP",
                                      _hidden_check)  # fmt: skip
     max_reg_tasks: int = option(30, "previous tasks regularised per step", integer(1))
     lookahead: bool = option(True, "regularise at Θ + ΔΘ (the two-step scheme)", of_type(bool))
