@@ -12,7 +12,6 @@ rewrites the report from the runs finished so far.
 """
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
@@ -46,9 +45,7 @@ def plan(args: argparse.Namespace) -> dict[str, continual.Config]:
     )
     runs = {}
     for m in MOMENTA:
-        runs[f"a-sgd-momentum{m}"] = dataclasses.replace(
-            base, learner="sgd", lr=args.sgd_lr, momentum=m
-        )
+        runs[f"a-sgd-momentum{m}"] = base.replace(learner="sgd", lr=args.sgd_lr, momentum=m)
     hyper = {
         "sgd": {"lr": args.sgd_lr},
         "adam": {"lr": args.adam_lr},
@@ -56,14 +53,12 @@ def plan(args: argparse.Namespace) -> dict[str, continual.Config]:
     }
     for w in args.widths:
         for learner, kw in hyper.items():
-            runs[f"b-{learner}-width{w}"] = dataclasses.replace(
-                base, learner=learner, width=w, **kw
-            )
-    return {name: dataclasses.replace(c, out=str(args.out / name)) for name, c in runs.items()}
+            runs[f"b-{learner}-width{w}"] = base.replace(learner=learner, width=w, **kw)
+    return {name: c.replace(out=str(args.out / name)) for name, c in runs.items()}
 
 
 def _load(config: continual.Config) -> dict | None:
-    path = Path(config.out) / "metrics.json"
+    path = Path(config.training.out) / "metrics.json"
     if not path.exists():
         return None
     m = json.loads(path.read_text())
@@ -91,8 +86,9 @@ def report(args: argparse.Namespace, runs: dict[str, continual.Config], command:
     lines = [
         "## The paper's continual-learning claims at CPU scale",
         "",
-        f"Permuted {base.dataset}, {base.tasks} tasks, 1 epoch per task, MLP depth {base.depth} "
-        f"(width {base.width} unless noted), batch {base.batch_size}, {base.seeds} seeds "
+        f"Permuted {base.data.dataset}, {base.data.tasks} tasks, 1 epoch per task, MLP depth "
+        f"{base.model.depth} (width {base.model.width} unless noted), batch "
+        f"{base.training.batch_size}, {base.training.seeds} seeds "
         "(mean ± std over seeds). Produced by:",
         "",
         f"```bash\n{command}\n```",

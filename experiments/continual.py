@@ -3,8 +3,11 @@
     python -m experiments.continual                       # permuted digits, NTE and SGD
     python -m experiments.continual --dataset fashion_mnist --learner nte,sgd,adam --width 1000
 
-Every field of `nte.continual.Config` is a flag (`batch_size` ↔ `--batch-size`); `--learner`
-takes a comma-separated list and runs each learner into `OUT/<learner>/` with `config.json`,
+Every field of the `nte.continual.Config` sections is a flag (`batch_size` ↔ `--batch-size`),
+with the Config's defaults; so is every learner hyperparameter (`--beta`, `--lr`, ...: each
+learner takes those it has, with its own defaults). `--learner` takes a comma-separated list
+(default `nte,sgd`) and runs each learner into `OUT/<learner>/` (default `runs/continual`) with
+`config.json`,
 `metrics.json` (R, ACC, BWT, FWT, forgetting, wall time, steps/s), `accuracy_matrix.png` and
 `per_task_accuracy.png`; `OUT/summary.json` and `OUT/comparison.png` compare them. Rerunning the
 same command resumes an interrupted run from its checkpoints.
@@ -15,6 +18,7 @@ docs/scale.md). Only process 0 writes files.
 """
 
 import argparse
+import collections.abc
 import dataclasses
 import json
 import time
@@ -27,57 +31,123 @@ from nte._internal._io import atomic_write_json
 
 from . import _plots, _scale
 
-# The no-flag demo: permuted digits, NTE vs SGD, 3 seeds, 3 epochs per task (< 2 min on 2 cores).
-DEFAULTS = {
-    "learner": "nte,sgd",
-    "out": "runs/continual",
-    "epochs": 3,
-    "lr": 0.05,
-    "beta": 0.03,
-    "seeds": 3,
-}
+# The command line's own defaults (every other default is the Config's): the learners it runs
+# one after another, and the folder that receives OUT/<learner>/.
+LEARNERS = "nte,sgd"
+OUT = "runs/continual"
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
+def _section_classes() -> dict[str, type]:
+    """The Config sections other than the learner's, by name."""
+    hints = typing.get_type_hints(continual.Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(continual.Config)
+            if f.name != "learner"}  # fmt: skip
 
 
-def _flag_type(field: dataclasses.Field):
-    kind = field.type
+def _learner_class(name: str) -> type:
+    return type(continual.learner_config(name))
+
+
+def _help(f: dataclasses.Field) -> str:
+    return f.metadata.get("help", "")
+
+
+def _optional(inner):
+    return lambda text: None if text.lower() == "none" else inner(text)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _flag_type(kind) -> dict:
+    """argparse keywords for a field annotated `kind`."""
     if kind is bool:
         return {"action": argparse.BooleanOptionalAction}
-    if kind is dict:
-        return {"type": json.loads, "metavar": "JSON"}
+    if kind in (tuple[int, ...], collections.abc.Sequence[int]):
+        return {"type": _ints, "metavar": "INT,INT,..."}
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(kind) if a is not type(None)][0]
-        return {"type": _optional_float if inner is float else inner, "metavar": inner.__name__}
+        return {"type": _optional(inner), "metavar": f"{inner.__name__}|none"}
     return {"type": kind}
 
 
+def learner_fields() -> dict[str, tuple[type, str, dict[str, object]]]:
+    """Every hyperparameter of every registered learner: (type, help, {learner: default})."""
+    out: dict = {}
+    for name in continual.available_learners():
+        cls = _learner_class(name)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            entry = out.setdefault(f.name, (hints[f.name], _help(f), {}))
+            entry[2][name] = f.default if f.default is not dataclasses.MISSING else None
+    return out
+
+
 def parser() -> argparse.ArgumentParser:
-    """One flag per `Config` field; defaults are `Config`'s, except those in `DEFAULTS`."""
+    """One flag per field of the Config sections, one per learner hyperparameter."""
     p = argparse.ArgumentParser(prog="python -m experiments.continual", description=__doc__)
-    for f in dataclasses.fields(continual.Config):
-        default = DEFAULTS.get(f.name, f.default if f.default is not dataclasses.MISSING else {})
-        kw = _flag_type(f) if f.name not in ("learner", "out") else {"type": str}
-        p.add_argument("--" + f.name.replace("_", "-"), default=default, **kw)
+    p.add_argument("--learner", default=LEARNERS, help="comma-separated learner names")
+    p.add_argument("--out", default=OUT, help="output folder (one sub-folder per learner)")
+    for section, cls in _section_classes().items():
+        group = p.add_argument_group(section)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "out":
+                continue
+            kw = _flag_type(hints[f.name])
+            flag = "--" + f.name.replace("_", "-")
+            group.add_argument(flag, default=f.default, help=_help(f), **kw)
+    group = p.add_argument_group("learner hyperparameters (each learner takes those it has)")
+    for name, (kind, text, defaults) in learner_fields().items():
+        info = ", ".join(f"{k} {v}" for k, v in defaults.items())
+        flag = "--" + name.replace("_", "-")
+        group.add_argument(flag, default=argparse.SUPPRESS, help=f"{text} ({info})",
+                           **_flag_type(kind))  # fmt: skip
+    group.add_argument("--learner-kwargs", type=json.loads, default={}, metavar="JSON",
+                       help="more learner hyperparameters, as a JSON object")  # fmt: skip
     _scale.add_flags(p)
     return p
 
 
-def run_one(config: continual.Config, write: bool = True) -> dict:
-    """Run one config, write its folder (config, metrics, plots) and return its summary."""
-    out = Path(config.out)
+def configs(args: dict) -> dict[str, continual.Config]:
+    """One Config per learner of `args` (parsed flags): each learner takes the learner flags
+    it has; a learner flag that no chosen learner has is an error."""
+    args = dict(args)
+    names = [n.strip() for n in args.pop("learner").split(",") if n.strip()]
+    out = Path(args.pop("out"))
+    hyper = {
+        **args.pop("learner_kwargs"),
+        **{k: args.pop(k) for k in learner_fields() if k in args},
+    }
+    for name in names:
+        continual.learner_config(name)  # an unknown name: a ValueError naming `learner`
+    owned = {k for n in names for k in (f.name for f in dataclasses.fields(_learner_class(n)))}
+    unused = sorted(set(hyper) - owned)
+    if unused:
+        raise ValueError(f"learner flags {unused} belong to none of the learners {names}.")
+    result = {}
+    for name in names:
+        own = {f.name for f in dataclasses.fields(_learner_class(name))}
+        mine = {k: v for k, v in hyper.items() if k in own}
+        result[name] = continual.Config(learner=name, out=str(out / name), **args, **mine)
+    return result
+
+
+def run_one(config: continual.Config, write: bool = True, **run_kwargs) -> dict:
+    """Run one config, write its folder (config, metrics, plots) and return its summary
+    (`run_kwargs`: `model`, `dataset`, `observers` of `nte.continual.run`)."""
+    out = Path(config.training.out)
     if write:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", config.to_dict())
-    result = continual.run(config)
+    result = continual.run(config, **run_kwargs)
     summary = result.summary()
     if not write:
         return {"summary": summary, "R": result.R, "finished": result.finished}
     atomic_write_json(out / "metrics.json", summary)
     if result.finished:
-        title = f"{config.learner} on {config.scenario}-{config.dataset}"
+        title = f"{config.learner.name} on {config.data.scenario}-{config.data.dataset}"
         _plots.accuracy_matrix(result.R, out / "accuracy_matrix.png", title)
         _plots.per_task_accuracy(result.R, out / "per_task_accuracy.png", title)
     return {"summary": summary, "R": result.R, "finished": result.finished}
@@ -89,16 +159,17 @@ def _fmt(stat: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = vars(parser().parse_args(argv))
+    p = parser()
+    args = vars(p.parse_args(argv))
     write = _scale.setup(args)  # jax.distributed if asked; only process 0 writes
     args["progress"] = args["progress"] and write
-    learners = [name.strip() for name in args.pop("learner").split(",") if name.strip()]
-    out = Path(args.pop("out"))
+    out = Path(args["out"])
+    try:
+        runs = configs(args)
+    except ValueError as e:
+        p.error(str(e))
     t0 = time.perf_counter()
-    results = {}
-    for name in learners:
-        config = continual.Config(learner=name, out=str(out / name), **args)
-        results[name] = run_one(config, write)
+    results = {name: run_one(config, write) for name, config in runs.items()}
     rows = [f"{'learner':<12} {'ACC':>15} {'BWT':>15} {'FWT':>15} {'steps/s':>9} {'time':>7}"]
     for name, r in results.items():
         s = r["summary"]

@@ -2,19 +2,15 @@
 
     python -m experiments.pruning_only --dataset digits --tasks 10 --out results/pruning_only
 
-Trains every learner of `--learners` on the same permuted tasks with `nte.continual.run`,
-stopping at each task boundary (checkpoint + resume) to record the sparsity of every layer.
+Trains every learner of `--learners` on the same permuted tasks with `nte.continual.run`; an
+observer records the sparsity of every layer at each task boundary.
 Writes `metrics.json` and PNGs (accuracy matrices, per-task accuracy curves, sparsity per
 layer, accuracy vs sparsity) to `--out`, atomically.
 """
 
 import argparse
-import dataclasses
 import os
-import shutil
-import tempfile
 
-import jax
 import jax.tree_util as jtu
 import numpy as np
 
@@ -22,7 +18,7 @@ import nte
 from nte._internal._io import atomic_savefig, atomic_write_json
 
 REFERENCE = (
-    "Reference (MNIST, 10 permuted tasks, 1 epoch each; design doc §4): SGD's first task falls "
+    "Reference (MNIST, 10 permuted tasks, 1 epoch each): SGD's first task falls "
     "to ~55-62%, pruning-only ends with every task at ~71-78%, one task pruned around zero ~96%."
 )
 
@@ -61,30 +57,33 @@ def _learner_kwargs(name, args, steps_per_task):
     if name == "magnitude":  # gradual over the first half of the run
         end = max(1, steps_per_task * args.tasks // 2)
         return {
+            "lr": args.lr,
             "target_sparsity": args.target_sparsity,
             "end_step": end,
             "frequency": max(1, steps_per_task // 10),
         }
-    return {}
+    if name == "nte":
+        return {"beta": args.beta, "max_delta": args.max_delta}
+    return {"lr": args.lr}
 
 
-def _sparsity_per_layer(state):
-    """Fraction pruned of each weight matrix and overall (seed 0 of a stacked state).
+def sparsity_observer(model, state, event):
+    """Fraction pruned of each weight matrix and overall, at every task end (an observer).
 
     Exact zeros, except for `prune_only_init`, whose pruned weights return to θ_init: there the
     fraction of weights removed from its mask (Δ = 0).
     """
-    first = jtu.tree_map(lambda x: x[0] if isinstance(x, jax.Array) else x, state)
-    params, _ = nte.split(first.model)
-    opt_state = getattr(first, "opt_state", None)
+    del event
+    params, _ = nte.split(model)
+    opt_state = getattr(state, "opt_state", None)
     if isinstance(opt_state, nte.pruning.PruneOnlyState):
         params = jtu.tree_map(lambda m: m.astype(np.float32), opt_state.mask)  # 0 = pruned
-    per_layer = [float(nte.pruning.sparsity(layer.weight)[1]) for layer in params.layers]
-    return per_layer, float(nte.pruning.sparsity(params)[1])
+    layers = [float(nte.pruning.sparsity(layer.weight)[1]) for layer in params.layers]
+    out = {f"sparsity_layer{i}": v for i, v in enumerate(layers)}
+    return {**out, "sparsity": float(nte.pruning.sparsity(params)[1])}
 
 
 def run_learner(name, args, data, steps_per_task):
-    folder = tempfile.mkdtemp(prefix=f"pruning_only_{name}_")
     config = nte.continual.Config(
         dataset=args.dataset,
         source=args.source,
@@ -94,28 +93,21 @@ def run_learner(name, args, data, steps_per_task):
         depth=args.depth,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=args.lr,
-        beta=args.beta,
-        max_delta=args.max_delta,
         seeds=args.seeds,
         seed=args.seed,
-        learner_kwargs=_learner_kwargs(name, args, steps_per_task),
-        out=folder,
         progress=not args.no_progress,
+        **_learner_kwargs(name, args, steps_per_task),
     )
-    sparsity, overall = [], []
-    try:
-        for t in range(args.tasks):  # stop (checkpoint) at each task boundary, then resume
-            cfg = dataclasses.replace(config, stop_after_steps=(t + 1) * steps_per_task)
-            result = nte.continual.run(cfg, dataset=data)
-            layers, total = _sparsity_per_layer(result.state)
-            sparsity.append(layers)
-            overall.append(total)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    result = nte.continual.run(config, dataset=data, observers=(sparsity_observer,))
+    ends = [r for r in result.observations if r["kind"] == "task_end"]
+    n_layers = sum(k.startswith("sparsity_layer") for k in ends[0])
+    # seed 0 of each task end
+    sparsity = [[r[f"sparsity_layer{i}"][0] for i in range(n_layers)] for r in ends]
     summary = result.summary()
     summary.update(
-        sparsity_per_layer=sparsity, sparsity=overall, learner_kwargs=config.learner_kwargs
+        sparsity_per_layer=sparsity,
+        sparsity=[r["sparsity"][0] for r in ends],
+        learner=config.learner.to_dict(),
     )
     return result, summary
 

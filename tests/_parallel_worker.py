@@ -39,7 +39,8 @@ def _config(learner, **kw):
 
     # 192 training examples per task in batches of 96: two steps per task, four in all
     base = dict(dataset="digits", tasks=2, width=16, depth=1, batch_size=96, learner=learner)
-    base.update(lr=0.1, beta=0.05, progress=False)
+    base.update({"lr": 0.1} if learner == "sgd" else {"beta": 0.05})
+    base.update(progress=False, epochs=1, seeds=1)
     return Config(**{**base, **kw})
 
 

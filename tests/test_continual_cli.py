@@ -1,25 +1,69 @@
-import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 from experiments import continual as cli
 from nte import continual
 
-REQUIRED = (
-    "dataset source tasks scenario learner width depth epochs batch-size lr momentum beta eta "
+
+def test_flags_parse_into_the_configs_they_name():
+    argv = "--learner nte,sgd --tasks 4 --width 8 --depth 1 --epochs 2 --batch-size 16 "
+    argv += "--seeds 2 --beta 0.2 --eta 0.5 --max-delta none --lr 0.3 --momentum 0.9 "
+    argv += "--scenario task --no-progress --mesh data=1 --devices 1 --out OUT"
+    args = vars(cli.parser().parse_args(argv.split()))
+    cli._scale.setup(args)
+    runs = cli.configs(args)
+    assert list(runs) == ["nte", "sgd"]
+    nte_cfg, sgd_cfg = runs["nte"], runs["sgd"]
+    assert nte_cfg.learner == continual.NTEConfig(beta=0.2, eta=0.5, max_delta=None)
+    assert sgd_cfg.learner == continual.SGDConfig(lr=0.3, momentum=0.9)
+    expected = continual.Config(
+        data=continual.DataConfig(tasks=4, scenario="task"),
+        model=continual.ModelConfig(width=8, depth=1),
+        learner=continual.SGDConfig(lr=0.3, momentum=0.9),
+        training=continual.TrainingConfig(
+            epochs=2, batch_size=16, seeds=2, progress=False, out="OUT/sgd"
+        ),  # fmt: skip
+        devices=continual.DevicesConfig(devices=1, mesh="data=1"),
+    )
+    assert sgd_cfg == expected
+    assert nte_cfg.data == sgd_cfg.data and nte_cfg.training.out == "OUT/nte"
+
+
+def test_cli_defaults_are_the_config_defaults():
+    args = vars(cli.parser().parse_args([]))
+    cli._scale.setup(args)
+    runs = cli.configs(args)
+    assert list(runs) == ["nte", "sgd"]
+    for name, config in runs.items():
+        assert config == continual.Config(learner=name, out=f"runs/continual/{name}")
+
+
+def test_cli_round_trip_through_config_json():
+    args = vars(cli.parser().parse_args("--learner hypernetwork --hidden 8,4 --lr 0.01".split()))
+    cli._scale.setup(args)
+    (config,) = cli.configs(args).values()
+    assert config.learner.hidden == (8, 4) and config.learner.lr == 0.01
+    assert continual.Config.from_dict(json.loads(config.to_json())) == config
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        ("--tasks zero", "invalid int"),
+        ("--learner sgd --beta 0.1", "beta"),  # a flag of no chosen learner
+        ("--learner nope", "learner"),
+        ("--learner sgd --momentum 1.5", "momentum"),
+        ("--scenario nope", "scenario"),
+        ("--learner sgd --learner-kwargs {bad", "learner-kwargs"),
+    ],
 )
-REQUIRED += "max-delta seeds out"
-
-
-def test_every_config_field_is_a_flag():
-    flags = {a.dest for a in cli.parser()._actions} - {"help"} - set(cli._scale.FLAGS)
-    assert flags == {f.name for f in dataclasses.fields(continual.Config)}
-    for name in REQUIRED.split():
-        args = cli.parser().parse_args([f"--{name}", "none" if name == "max-delta" else "1"])
-        assert hasattr(args, name.replace("-", "_"))
-    args = cli.parser().parse_args(["--max-delta", "0.1", "--learner-kwargs", '{"nesterov": true}'])
-    assert args.max_delta == 0.1 and args.learner_kwargs == {"nesterov": True}
+def test_bad_flags_fail(argv, match, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv.split() + ["--no-progress"])
+    assert info.value.code == 2
+    assert match in capsys.readouterr().err
 
 
 def test_cli_writes_config_metrics_and_plots(tmp_path):
@@ -28,7 +72,8 @@ def test_cli_writes_config_metrics_and_plots(tmp_path):
     overview = cli.main(argv.split())
     folder = tmp_path / "sgd"
     config = continual.Config.from_dict(json.loads((folder / "config.json").read_text()))
-    assert config.tasks == 2 and config.seeds == 2 and config.out == str(folder)
+    assert config.data.tasks == 2 and config.training.seeds == 2
+    assert config.training.out == str(folder) and config.learner == continual.SGDConfig(lr=0.1)
     metrics = json.loads((folder / "metrics.json").read_text())
     assert np.asarray(metrics["R"]["per_seed"]).shape == (2, 2, 2)
     assert metrics["finished"] and metrics["steps_per_second"] > 0
@@ -47,13 +92,14 @@ def test_claims_plan_covers_both_claims(tmp_path):
     args = claims.parser().parse_args(["--widths", "100,400", "--out", str(tmp_path)])
     args.widths = [100, 400]
     runs = claims.plan(args)
-    momenta = sorted(c.momentum for n, c in runs.items() if n.startswith("a-"))
+    momenta = sorted(c.learner.momentum for n, c in runs.items() if n.startswith("a-"))
     assert momenta == [0.0, 0.9, 0.99]
-    b = {(c.learner, c.width) for n, c in runs.items() if n.startswith("b-")}
+    b = {(c.learner.name, c.model.width) for n, c in runs.items() if n.startswith("b-")}
     assert b == {(k, w) for k in ("sgd", "adam", "nte") for w in (100, 400)}
     for c in runs.values():
-        assert (c.dataset, c.tasks, c.epochs, c.seeds) == ("fashion_mnist", 5, 1, 3)
-        assert c.out.startswith(str(tmp_path))
+        assert (c.data.dataset, c.data.tasks) == ("fashion_mnist", 5)
+        assert (c.training.epochs, c.training.seeds) == (1, 3)
+        assert c.training.out.startswith(str(tmp_path))
 
 
 def test_claims_observations_mark_ties_within_one_std():

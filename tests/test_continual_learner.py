@@ -1,3 +1,6 @@
+import dataclasses
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -42,7 +45,7 @@ def test_sgd_learner_step_matches_manual_update(getkey, momentum):
     mask = jnp.array([True, True, False, True])
     y = jnp.where(y == 2, 0, y)
     task = continual.Task(jnp.int32(0), mask)
-    learner = continual.sgd(0.1, momentum)
+    learner = continual.make_learner("sgd", lr=0.1, momentum=momentum)
     state = learner.init(model, key=getkey())
     for _ in range(2):
         state, aux = eqx.filter_jit(learner.step)(state, x, y, task)
@@ -68,14 +71,36 @@ def test_sgd_learner_step_matches_manual_update(getkey, momentum):
 
 def test_registry_and_errors():
     assert {"sgd", "adam", "nte", "scaled_sgd"} <= set(continual.available_learners())
-    assert isinstance(
-        continual.make_learner(continual.Config(learner="adam")), continual.OptaxLearner
-    )
+    adam = continual.make_learner("adam", lr=0.01)
+    assert isinstance(adam, continual.OptaxLearner)
+    assert isinstance(adam.source, continual.MeanGradient)
+    nte_learner = continual.make_learner(continual.NTEConfig(beta=0.2), eta=0.5)
+    assert isinstance(nte_learner.source, continual.TangentLikelihoods)
+    assert (nte_learner.source.inv_temperature, nte_learner.source.eta) == (0.2, 0.5)
+    assert not nte_learner.vmap_seeds and adam.vmap_seeds
     with pytest.raises(ValueError, match="learner"):
-        continual.make_learner(continual.Config(learner="nope"))
-    with pytest.raises(ValueError, match="name"):
-        continual.register_learner("sgd")(lambda config: None)
-    with pytest.raises(ValueError, match="learning_rate"):
-        continual.sgd(-1.0)
+        continual.make_learner("nope")
+    with pytest.raises(ValueError, match="already"):
+
+        @continual.register_learner
+        @dataclasses.dataclass(frozen=True)
+        class Other(continual.LearnerConfig):
+            name: ClassVar[str] = "sgd"
+
+    with pytest.raises(ValueError, match="lr"):
+        continual.make_learner("sgd", lr=-1.0)
     with pytest.raises(ValueError, match="momentum"):
-        continual.sgd(0.1, momentum=1.0)
+        continual.make_learner("sgd", lr=0.1, momentum=1.0)
+    with pytest.raises(ValueError, match="beta"):
+        continual.make_learner("sgd", beta=0.1)
+
+
+def test_public_names_do_not_shadow_the_library():
+    for name in ("nte", "prune_only", "magnitude", "magnitude_sgd", "sgd", "adam", "ewc"):
+        assert not hasattr(continual, name)
+    import pathlib
+
+    root = pathlib.Path(nte.__file__).parent
+    for path in root.rglob("*.py"):
+        lines = path.read_text().splitlines()
+        assert not [ln for ln in lines if ln.startswith(("import nte", "from nte"))], path

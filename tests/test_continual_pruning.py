@@ -1,5 +1,3 @@
-import dataclasses
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -12,7 +10,7 @@ from nte import continual
 
 BASE = continual.Config(
     dataset="digits", tasks=2, width=32, depth=1, batch_size=32, progress=False,
-    learner="prune_only",
+    learner="prune_only", epochs=1, seeds=1,
 )  # fmt: skip
 
 
@@ -27,7 +25,9 @@ def test_pruning_learners_registered():
 
 def test_prune_only_init_learner_starts_perturbed_and_prunes_back(getkey):
     model = nte.nn.MLP(8, 16, 1, 3, key=getkey())
-    learner = continual.prune_only(0.1, 0.0, init_scale=0.5, cutoff="quantile")
+    learner = continual.make_learner(
+        "prune_only", rate=0.1, momentum=0.0, init_scale=0.5, cutoff="quantile", degree=2.0
+    )
     state = learner.init(model, key=getkey())
     theta0 = nte.split(model)[0]
     start = nte.split(state.model)[0]
@@ -48,18 +48,48 @@ def test_prune_only_init_learner_starts_perturbed_and_prunes_back(getkey):
         np.testing.assert_array_equal(p[m], s[m])  # the others never move
 
 
-@pytest.mark.parametrize("learner", ["prune_only", "magnitude"])
-def test_pruning_learners_run_end_to_end(digits, learner):
-    if learner == "magnitude":
-        kwargs = {"target_sparsity": 0.5, "end_step": 40, "frequency": 5}
-    else:
-        kwargs = {"rate": 0.05, "momentum": 0.9, "cutoff": "quantile"}
-    config = dataclasses.replace(BASE, learner=learner, lr=0.1, width=64, learner_kwargs=kwargs)
-    result = continual.run(config, dataset=digits)
-    assert result.finished
+def _zeros(model):
+    return [np.asarray(w) == 0 for w in jtu.tree_leaves(nte.split(model)[0])]
+
+
+def _observe_zeros(model, state, event):
+    del state, event
+    zero = _zeros(model)
+    return {"sparsity": sum(z.sum() for z in zero) / sum(z.size for z in zero)}
+
+
+def test_prune_only_sparsity_follows_the_rate_and_pruned_weights_stay_zero(digits):
+    """Quantile cutoff: each step prunes ⌈rate·alive⌉ ≈ rate·alive weights, so after n steps
+    the alive fraction is (1 − rate)^n; pruned weights (origin variant) stay exactly 0."""
+    rate = 0.01
+    config = BASE.replace(rate=rate, momentum=0.9, cutoff="quantile", observe_every=0)
+    masks = []
+
+    def keep_mask(model, state, event):
+        masks.append(_zeros(model))
+        return {}
+
+    result = continual.run(config, dataset=digits, observers=(_observe_zeros, keep_mask))
+    steps = digits.n_train // 32
+    assert result.finished and result.steps == 2 * steps
     assert result.R[0, 0, 0] > result.baseline[0, 0] + 0.15  # learned the first task
-    params = nte.split(
-        jtu.tree_map(lambda x: x[0] if isinstance(x, jax.Array) else x, result.state.model)
-    )[0]
-    overall = float(nte.pruning.sparsity(params)[1])
-    assert overall > (0.45 if learner == "magnitude" else 0.0)
+    ends = [r for r in result.observations if r["kind"] == "task_end"]
+    assert [r["step"] for r in ends] == [steps, 2 * steps]
+    for r in ends:
+        implied = 1 - (1 - rate) ** r["step"]
+        np.testing.assert_allclose(r["sparsity"][0], implied, atol=0.02)
+    first, last = masks
+    for a, b in zip(first, last):
+        assert np.all(b[a])  # every weight zero after task 1 is still exactly zero after task 2
+    assert sum(b.sum() for b in last) > sum(a.sum() for a in first)
+
+
+def test_magnitude_sparsity_reaches_its_target(digits):
+    config = BASE.replace(
+        learner="magnitude", lr=0.1, width=64, target_sparsity=0.5, end_step=40, frequency=5
+    )
+    result = continual.run(config, dataset=digits, observers=(_observe_zeros,))
+    assert result.finished
+    assert result.R[0, 0, 0] > result.baseline[0, 0] + 0.15
+    for r in result.observations:  # both task ends come after end_step = 40
+        np.testing.assert_allclose(r["sparsity"][0], 0.5, atol=0.01)

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -13,7 +14,7 @@ from nte import continual
 
 BASE = continual.Config(
     dataset="digits", tasks=3, width=32, depth=1, batch_size=32, lr=0.1, learner="sgd",
-    momentum=0.5, progress=False,
+    momentum=0.5, progress=False, epochs=1, seeds=1,
 )  # fmt: skip
 
 
@@ -126,9 +127,14 @@ class _CountingLearner(continual.AbstractLearner):
         return state.inner.model
 
 
-continual.register_learner("_test_counting")(
-    lambda config: _CountingLearner(continual.sgd(config.lr), config.tasks)
-)
+@continual.register_learner
+@dataclasses.dataclass(frozen=True)
+class _CountingConfig(continual.LearnerConfig):
+    name: ClassVar[str] = "_test_counting"
+    lr: float = 0.1
+
+    def build(self, context):
+        return _CountingLearner(continual.make_learner("sgd", lr=self.lr), context.tasks)
 
 
 def test_a_registered_learner_gets_its_end_task_hook(digits):
@@ -158,7 +164,9 @@ def test_config_errors():
     with pytest.raises(ValueError, match="scenario"):
         continual.Config(scenario="nope")
     with pytest.raises(ValueError, match="momentum"):
-        continual.Config(momentum=1.5)
+        continual.Config(learner="sgd", momentum=1.5)
+    with pytest.raises(ValueError, match="beta"):
+        continual.Config(learner="sgd", beta=0.1)  # not an sgd hyperparameter
     with pytest.raises(ValueError, match="batch_size"):
         continual.run(dataclasses.replace(BASE, batch_size=10**6), dataset=nte.data.load("digits"))
     with pytest.raises(TypeError, match="config"):
@@ -175,7 +183,7 @@ jax.monitoring.register_event_listener(
 )
 from nte import continual
 config = continual.Config(tasks=2, width=16, batch_size=64, learner="nte", progress=False,
-                          compile_cache=sys.argv[1])
+                          epochs=1, seeds=1, compile_cache=sys.argv[1])
 r = continual.run(config)
 print(json.dumps({"hits": len(hits), "R": r.R.tolist()}))
 """

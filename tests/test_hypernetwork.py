@@ -9,8 +9,12 @@ import optax
 import pytest
 
 import nte
-from nte.continual import HypernetworkLearner, Task, hypernetwork
+from nte.continual import HypernetworkLearner, Task, make_learner
 from nte.nn import ChunkedHypernetwork
+
+
+def hypernetwork(lr, **kw):
+    return make_learner("hypernetwork", lr=lr, **kw)
 
 
 def _target(key):
@@ -147,6 +151,7 @@ def test_three_task_digits_run_keeps_task_one():
         learner="hypernetwork",
         lr=1e-3,
         epochs=3,
+        seeds=1,
         width=64,
         progress=False,
         learner_kwargs={"chunk_size": 500, "hidden": [50, 50], "beta_output": 0.1},

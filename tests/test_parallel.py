@@ -1,4 +1,4 @@
-"""Data parallelism (nte/_distributed.py, nte/_sharded_likelihood.py, nte/continual/_parallel.py).
+"""Data parallelism (nte/_distributed.py, nte/likelihood/_sharded.py, nte/continual/_parallel.py).
 
 Forced CPU devices must be configured before JAX starts, so every multi-device check runs in a
 subprocess (tests/_parallel_worker.py) with `XLA_FLAGS=--xla_force_host_platform_device_count`;

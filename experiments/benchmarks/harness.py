@@ -37,8 +37,7 @@ def one(learner: str, args: argparse.Namespace) -> dict:
         depth=args.depth,
         epochs=1,
         batch_size=args.batch_size,
-        lr=0.01,
-        beta=0.01,
+        **({"beta": 0.01} if learner == "nte" else {"lr": 0.01}),
         progress=False,
         compile_cache=args.compile_cache,
     )

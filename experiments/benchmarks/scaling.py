@@ -4,7 +4,7 @@
     python -m experiments.benchmarks.scaling --gpu           # on the local GPU(s)
 
 One training step of each learner on a batch of a 784-width-width-10 MLP: `sgd`
-(`nte.continual.sgd`), `nte` (`nte.continual.nte` with its default memory-saving
+(`make_learner("sgd")`), `nte` (`make_learner("nte")` with its default memory-saving
 `method="auto"`) and `nte_vmap` (`method="vmap"`, which materializes the batch × parameters
 per-example gradients), compiled with `jax.jit` under a `("seed", "data")` mesh: the batch is
 split over `data` devices ([`nte.shard_batch`][]), the state is replicated, the NTE
@@ -46,9 +46,9 @@ def _step_program(learner_name: str, width: int, batch: int, devices: int | None
 
     mesh = nte.make_mesh(devices=devices)
     learner = {
-        "sgd": lambda: nte.continual.sgd(0.01),
-        "nte": lambda: nte.continual.nte(0.01),  # method="auto": series / chunks
-        "nte_vmap": lambda: nte.continual.nte(0.01, method="vmap"),  # B×N per-example grads
+        "sgd": lambda: nte.continual.make_learner("sgd", lr=0.01),
+        "nte": lambda: nte.continual.make_learner("nte", beta=0.01),  # "auto": series / chunks
+        "nte_vmap": lambda: nte.continual.make_learner("nte", beta=0.01, method="vmap"),  # B×N
     }[learner_name]()
     k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
     model = nte.nn.MLP(784, width, 2, 10, key=k1)

@@ -28,6 +28,7 @@ from .._internal._io import atomic_write, atomic_write_json, atomic_write_text, 
 STATE_FILE = "state.eqx"
 PROGRESS_FILE = "progress.json"
 CONFIG_FILE = "run_config.json"
+RECORDS_FILE = "observations.json"
 MAGIC = b"NTECKPT1"
 _CHUNK = 1 << 24
 
@@ -165,6 +166,17 @@ def load(
 
 def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def save_records(folder: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """Atomically write the observation records (a JSON list) into `folder`."""
+    atomic_write_json(Path(folder) / RECORDS_FILE, records)
+
+
+def load_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """The observation records saved in `folder` (`[]` if none)."""
+    path = Path(folder) / RECORDS_FILE
+    return read_json(path) if path.exists() else []
 
 
 def check_config(folder: str | os.PathLike, identity: dict[str, Any]) -> None:

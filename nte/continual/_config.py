@@ -1,150 +1,201 @@
-"""The configuration of a continual-learning run: one field per command-line flag."""
+"""The configuration of a continual-learning run, in sections: data, model, learner, training,
+devices.
+
+Each section is a frozen dataclass whose fields carry a default, a help text
+(`field.metadata["help"]`) and a check, so a command line can be generated from them
+(`python -m experiments.continual` does). The learner section is the
+[`nte.continual.LearnerConfig`][] of the chosen learner: it alone holds that learner's
+hyperparameters.
+"""
 
 import dataclasses
 import json
 from typing import Any
 
 from .._distributed import parse_mesh
-from .._errors import check_choice
+from ._fields import choice, integer, of_type, option, validate
+from ._learner import LearnerConfig, available_learners, learner_config
 
 SCENARIOS = ("permuted", "task", "domain", "class")
 
 
-def _int(value: Any, name: str, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+def _mesh(value: Any, name: str) -> None:
+    del name
+    parse_mesh(value)  # raises a ValueError naming `mesh`
 
 
-def _float(value: Any, name: str, *, minimum: float = 0.0, allow_equal: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (value >= minimum if allow_equal else value > minimum):
-        bound = ">=" if allow_equal else ">"
-        raise ValueError(f"`{name}` must be a number {bound} {minimum}, got {value!r}.")
+class _Section:
+    def __post_init__(self):
+        validate(self)
 
 
 @dataclasses.dataclass(frozen=True)
+class DataConfig(_Section):
+    """The dataset and its task sequence ([`nte.continual.load_tasks`][])."""
+
+    dataset: str = option("digits", "a name for nte.data.load (digits, fashion_mnist, ...)",
+                          of_type(str))  # fmt: skip
+    source: str = option("auto", "passed to nte.data.load", of_type(str))
+    data_dir: str | None = option(None, "passed to nte.data.load", of_type(str, optional=True))
+    tasks: int = option(5, "the number of tasks", integer(1))
+    scenario: str = option("permuted", "permuted, or a split scenario: task, domain, class",
+                           choice(*SCENARIOS))  # fmt: skip
+    task_seed: int = option(0, "seed of the task permutations (shared by all seeds)", integer(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(_Section):
+    """The default model, an [`nte.nn.MLP`][] (ignored when `run` is given a `model`)."""
+
+    width: int = option(100, "hidden width", integer(1))
+    depth: int = option(2, "hidden layers", integer(0))
+    use_bias: bool = option(True, "biases in every layer", of_type(bool))
+    parameterization: str = option("standard", "standard or ntk", choice("standard", "ntk"))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig(_Section):
+    """Epochs, batches, seeds, evaluation, observation and checkpoints of a run."""
+
+    epochs: int = option(3, "passes over each task", integer(1))
+    batch_size: int = option(32, "examples per step", integer(1))
+    seeds: int = option(3, "models trained in one program (seeds seed, seed + 1, ...)",
+                        integer(1))  # fmt: skip
+    seed: int = option(0, "the first seed", integer(0))
+    seed_mode: str = option("auto", "vmap, map (lax.map) or auto (the learner's preference)",
+                            choice("auto", "vmap", "map"))  # fmt: skip
+    eval_every: int = option(0, "also evaluate every k steps (0: after each task only)",
+                             integer(0))  # fmt: skip
+    checkpoint_every: int = option(0, "also checkpoint every k steps (0: at task ends only)",
+                                   integer(0))  # fmt: skip
+    observe_every: int = option(0, "also call the observers every k steps (0: at task ends)",
+                                integer(0))  # fmt: skip
+    eval_batch_size: int = option(1024, "test examples per forward pass", integer(1))
+    end_task_examples: int = option(256, "training examples given to end_task", integer(1))
+    out: str | None = option(None, "output folder; checkpoints in out/checkpoint (None: none)",
+                             of_type(str, optional=True))  # fmt: skip
+    progress: bool = option(True, "tqdm progress bars", of_type(bool))
+    stop_after_steps: int | None = option(
+        None, "checkpoint and stop after this many steps (debugging)", integer(1, optional=True)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DevicesConfig(_Section):
+    """Devices and compilation ([Running at scale](../scale.md)); they do not change results
+    beyond float32 reduction order."""
+
+    devices: int | None = option(None, "how many devices (None: all)", integer(1, optional=True))
+    mesh: str | None = option(None, "e.g. data=4 or seed=2,data=2 (None: all on data)", _mesh)
+    compile_cache: str | None = option(
+        None, "folder of JAX's persistent compilation cache (a trusted folder)",
+        of_type(str, optional=True),
+    )  # fmt: skip
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "training": TrainingConfig,
+    "devices": DevicesConfig,
+}
+# The fields that do not change the results (left out of the checkpoint identity).
+NOT_IDENTITY = {"training": ("out", "progress", "stop_after_steps", "observe_every")}
+_FIELD_SECTION = {f.name: s for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+def _learner(learner: Any, hyperparameters: dict[str, Any]) -> LearnerConfig:
+    if learner is None:
+        learner = "nte"
+    if isinstance(learner, str):
+        return learner_config(learner, **hyperparameters)
+    if not isinstance(learner, LearnerConfig):
+        raise ValueError(
+            f"`learner` must be a name from {available_learners()} or a LearnerConfig, "
+            f"got {learner!r}."
+        )
+    own = {f.name for f in dataclasses.fields(learner)}
+    for key in hyperparameters:
+        if key not in own:
+            raise ValueError(
+                f"`{key}` is neither a field of a Config section ({', '.join(SECTIONS)}) nor a "
+                f"hyperparameter of learner {learner.name!r} ({', '.join(sorted(own))})."
+            )
+    return dataclasses.replace(learner, **hyperparameters)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
 class Config:
     """Everything that defines a continual-learning run of [`nte.continual.run`][].
 
-    Each field is one flag of `python -m experiments.continual` (`--batch-size` ↔
-    `batch_size`). Two runs with equal configs produce identical results.
+    Five sections: `data` ([`nte.continual.DataConfig`][]), `model`
+    ([`nte.continual.ModelConfig`][]), `learner` (the [`nte.continual.LearnerConfig`][] of the
+    chosen learner, e.g. [`nte.continual.NTEConfig`][]), `training`
+    ([`nte.continual.TrainingConfig`][]) and `devices` ([`nte.continual.DevicesConfig`][]).
+    Two runs with equal configs produce identical results.
 
-    **Data and tasks:**
+    **Construction.** Give sections, flat keywords, or both:
 
-    - `dataset`: a name for `nte.data.load` (`"digits"`, `"fashion_mnist"`, ...).
-    - `source`, `data_dir`: passed to `nte.data.load`.
-    - `tasks`: the number of tasks.
-    - `scenario`: `"permuted"` (see [`nte.continual.permuted_tasks`][]) or a split scenario
-      `"task"`, `"domain"`, `"class"` (see [`nte.continual.split_tasks`][]).
-    - `task_seed`: the seed of the task permutations (shared by all `seeds`).
+    ```python
+    Config(dataset="digits", tasks=5, learner="nte", beta=0.03, epochs=1, seeds=2)
+    Config(data=DataConfig(tasks=5), learner=NTEConfig(beta=0.03), training=TrainingConfig(seeds=2))
+    ```
 
-    **Model** (an [`nte.nn.MLP`][]): `width`, `depth`, `use_bias`, `parameterization`.
-
-    **Learner:** `learner` (a name from [`nte.continual.available_learners`][]), `lr`,
-    `momentum` (sgd), `beta`, `eta`, `max_delta` (nte; `max_delta` also for scaled_sgd) and
-    `learner_kwargs` (extra keyword arguments of the learner's factory).
-
-    **Training:** `epochs` per task, `batch_size`, `seeds` (independent models trained in one
-    compiled program, with seeds `seed, seed + 1, ...`), `seed`, `seed_mode` (`"vmap"`: `jax.vmap`
-    over seeds; `"map"`: `lax.map` over seeds, sequential but keeping `lax.cond`s cheap;
-    `"auto"`: the learner's preference, `AbstractLearner.vmap_seeds`).
-
-    **Evaluation and checkpoints:** `eval_every` (also evaluate every k steps of a task; 0:
-    only after each task), `checkpoint_every` (also checkpoint every k steps; 0: only at task
-    boundaries), `eval_batch_size` (test examples per vectorised forward pass), `out` (the output
-    folder; checkpoints go to `out/checkpoint/`; `None`: no checkpoints), `end_task_examples`
-    (training examples handed to a learner's `end_task`), `progress` (tqdm bars).
-
-    **Devices** (see [Running at scale](../scale.md)): `devices` (how many devices; `None`:
-    all), `mesh` (`"data=4"`, `"seed=2,data=2"`: batches are split over `data`, seeds over
-    `seed`; `None`: every device on `data`). `batch_size` must be divisible by the data axis and
-    `seeds` by the seed axis. Results agree across device counts up to float32 reduction order.
-
-    **Compilation:** `compile_cache`: a folder for JAX's persistent compilation cache (`None`:
-    off). A later run that compiles the same programs (same config shapes, same jax version and
-    devices) loads them from there instead of compiling them again; results are unchanged.
-    It is set process-wide (`jax.experimental.compilation_cache`), every program is cached
-    whatever its compile time, and only use a folder you trust: a cached program is code
-    that runs.
-
-    **Debugging:** `stop_after_steps`: checkpoint and stop once this many training steps (over
-    all tasks) are done, as if the run had been killed there (rerun with it unset to resume).
+    A flat keyword goes to the section that has a field of that name; every other keyword is
+    a hyperparameter of the learner (`learner` is a registered name or a `LearnerConfig`), and
+    one the learner does not have raises a `ValueError` naming it. `learner_kwargs` (a dict) is
+    merged into the learner's keywords. `devices=<int>` is the flat field `devices.devices` (a
+    device count), `devices=DevicesConfig(...)` the section. Flat keywords override the
+    sections given, so
+    `dataclasses.replace(config, lr=0.1)` and `config.replace(lr=0.1)` work too. The defaults
+    are those of `python -m experiments.continual`.
     """
 
-    dataset: str = "digits"
-    source: str = "auto"
-    data_dir: str | None = None
-    tasks: int = 5
-    scenario: str = "permuted"
-    task_seed: int = 0
-    learner: str = "nte"
-    width: int = 100
-    depth: int = 2
-    use_bias: bool = True
-    parameterization: str = "standard"
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.0
-    beta: float = 0.01
-    eta: float = 1.0
-    max_delta: float | None = None
-    learner_kwargs: dict = dataclasses.field(default_factory=dict)
-    seeds: int = 1
-    seed: int = 0
-    seed_mode: str = "auto"
-    eval_every: int = 0
-    checkpoint_every: int = 0
-    eval_batch_size: int = 1024
-    end_task_examples: int = 256
-    out: str | None = None
-    progress: bool = True
-    stop_after_steps: int | None = None
-    devices: int | None = None
-    mesh: str | None = None
-    compile_cache: str | None = None
+    data: DataConfig
+    model: ModelConfig
+    learner: LearnerConfig
+    training: TrainingConfig
+    devices: DevicesConfig
 
-    def __post_init__(self):
-        for name in ("dataset", "source", "learner"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"`{name}` must be a string, got {getattr(self, name)!r}.")
-        check_choice(self.scenario, SCENARIOS, "scenario")
-        check_choice(self.seed_mode, ("auto", "vmap", "map"), "seed_mode")
-        check_choice(self.parameterization, ("standard", "ntk"), "parameterization")
-        _int(self.tasks, "tasks", 1)
-        _int(self.width, "width", 1)
-        _int(self.depth, "depth", 0)
-        _int(self.epochs, "epochs", 1)
-        _int(self.batch_size, "batch_size", 1)
-        _int(self.seeds, "seeds", 1)
-        _int(self.seed, "seed", 0)
-        _int(self.task_seed, "task_seed", 0)
-        _int(self.eval_every, "eval_every", 0)
-        _int(self.checkpoint_every, "checkpoint_every", 0)
-        _int(self.eval_batch_size, "eval_batch_size", 1)
-        _int(self.end_task_examples, "end_task_examples", 1)
-        if self.stop_after_steps is not None:
-            _int(self.stop_after_steps, "stop_after_steps", 1)
-        if self.devices is not None:
-            _int(self.devices, "devices", 1)
-        parse_mesh(self.mesh)  # raises a ValueError naming `mesh`
-        if self.compile_cache is not None and not isinstance(self.compile_cache, str):
-            raise ValueError(
-                f"`compile_cache` must be a folder path (str) or None, got {self.compile_cache!r}."
-            )
-        _float(self.lr, "lr")
-        _float(self.beta, "beta")
-        _float(self.eta, "eta")
-        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
-            raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum!r}.")
-        if self.max_delta is not None:
-            _float(self.max_delta, "max_delta")
-        if not isinstance(self.learner_kwargs, dict):
-            raise ValueError(f"`learner_kwargs` must be a dict, got {self.learner_kwargs!r}.")
+    def __init__(
+        self,
+        *,
+        data: Any = None,
+        model: Any = None,
+        learner: Any = None,
+        training: Any = None,
+        devices: Any = None,
+        learner_kwargs: Any = None,
+        **flat: Any,
+    ):
+        if devices is not None and not isinstance(devices, DevicesConfig):
+            flat["devices"] = devices  # the flat field `devices.devices` (a device count)
+            devices = None
+        given = {"data": data, "model": model, "training": training, "devices": devices}
+        sections = {}
+        for name, cls in SECTIONS.items():
+            value = cls() if given[name] is None else given[name]
+            if not isinstance(value, cls):
+                raise ValueError(
+                    f"`{name}` must be an nte.continual.{cls.__name__}, got {value!r}."
+                )
+            own = {k: v for k, v in flat.items() if _FIELD_SECTION.get(k) == name}
+            sections[name] = dataclasses.replace(value, **own) if own else value
+        if learner_kwargs is not None and not isinstance(learner_kwargs, dict):
+            raise ValueError(f"`learner_kwargs` must be a dict, got {learner_kwargs!r}.")
+        rest = {k: v for k, v in flat.items() if k not in _FIELD_SECTION}
+        sections["learner"] = _learner(learner, {**(learner_kwargs or {}), **rest})
+        for name, value in sections.items():
+            object.__setattr__(self, name, value)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with sections or flat fields changed (as in the constructor)."""
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
+        """The config as a JSON-serialisable dict of sections (`learner` includes its `name`)."""
+        d = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        return {**d, "learner": self.learner.to_dict()}
 
     def to_json(self) -> str:
         """The config as a JSON string (sorted keys)."""
@@ -152,17 +203,27 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
-        """Inverse of `to_dict` (unknown keys raise a `ValueError`)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
+        """Inverse of `to_dict` (unknown sections or fields raise a `ValueError`)."""
+        unknown = set(d) - {*SECTIONS, "learner"}
         if unknown:
-            raise ValueError(f"`d` has unknown config fields {sorted(unknown)}.")
-        return cls(**d)
+            raise ValueError(f"`d` has unknown config sections {sorted(unknown)}.")
+        sections = {}
+        for name, section in SECTIONS.items():
+            names = {f.name for f in dataclasses.fields(section)}
+            extra = set(d.get(name, {})) - names
+            if extra:
+                raise ValueError(f"`d[{name!r}]` has unknown fields {sorted(extra)}.")
+            sections[name] = section(**d.get(name, {}))
+        hp = {k: tuple(v) if isinstance(v, list) else v  # JSON lists were tuples
+              for k, v in d.get("learner", {"name": "nte"}).items()}  # fmt: skip
+        return cls(**sections, learner=learner_config(hp.pop("name"), **hp))
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine the results (not `out`, `progress`, `stop_after_steps`,
-        `devices`, `mesh`, `compile_cache`)."""
+        """The sections that determine the results: all but `devices` and the training fields
+        `out`, `progress`, `stop_after_steps`, `observe_every`."""
         d = self.to_dict()
-        for name in ("out", "progress", "stop_after_steps", "devices", "mesh", "compile_cache"):
-            d.pop(name)
+        d.pop("devices")
+        for name, fields in NOT_IDENTITY.items():
+            for f in fields:
+                d[name].pop(f)
         return d

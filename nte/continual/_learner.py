@@ -10,13 +10,16 @@ The interface is documented on `AbstractLearner` (read it to add a learner).
 """
 
 import abc
+import dataclasses
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree, Scalar
+
+from ._fields import validate
 
 # A large negative finite fill for masked logits: exp(fill - max) == 0 exactly in float32/64,
 # and unlike -inf it never produces inf - inf = nan anywhere.
@@ -121,30 +124,24 @@ class AbstractLearner(eqx.Module):
     Optionally override:
 
     - `end_task(state, task_index, x, y, task, *, key) -> state`: called once after the last
-      step of each task, with a sample of that task's training data (`Config.end_task_examples`
-      examples drawn on device, already permuted/remapped) and a fresh `key`. Default: the
-      identity (and then the harness compiles nothing for it). EWC computes its Fisher here; a
-      hypernetwork snapshots its outputs.
-    - `vmap_seeds` (a `ClassVar[bool]`, default `True`): with `Config.seed_mode="auto"`,
+      step of each task, with a sample of that task's training data
+      (`Config.training.end_task_examples` examples drawn on device, already
+      permuted/remapped) and a fresh `key`. Default: the identity (and then the harness
+      compiles nothing for it). EWC computes its Fisher here; a hypernetwork snapshots its
+      outputs.
+    - `vmap_seeds` (a `bool`, default `True`): with `Config.training.seed_mode="auto"`,
       several seeds are trained with `jax.vmap` (`True`) or `lax.map` (`False`: better for
       learners using `lax.cond`, whose both branches run under `vmap`).
 
     Train on [`nte.continual.cross_entropy`][] (masked softmax cross-entropy on ONE example;
     masked logits get exactly zero gradient) so that every learner has the same objective.
 
-    Finally register a builder mapping a [`nte.continual.Config`][] onto the learner, so that
-    `Config(learner="<name>")` and `--learner <name>` work:
-
-    ```python
-    @register_learner("sgd")
-    def _from_config(config):
-        return sgd(config.lr, momentum=config.momentum, **config.learner_kwargs)
-    ```
-
-    Hyperparameters without a flag of their own go in `Config.learner_kwargs` (a dict;
-    `--learner-kwargs '{"ewc_lambda": 100}'`). Put the learner in its own module
-    `nte/continual/_learners/_<name>.py`, import it in `nte/continual/_learners/__init__.py`
-    and export its public names in `nte/continual/__init__.py`.
+    Finally give it a section of hyperparameters, a [`nte.continual.LearnerConfig`][]
+    registered with [`nte.continual.register_learner`][], so that `Config(learner="<name>")`,
+    `make_learner("<name>", ...)` and `--learner <name>` build it. Put the learner in its own
+    module `nte/continual/_learners/_<name>.py`, import it in
+    `nte/continual/_learners/__init__.py` and export its public names in
+    `nte/continual/__init__.py`.
     """
 
     vmap_seeds: ClassVar[bool] = True
@@ -178,53 +175,133 @@ class AbstractLearner(eqx.Module):
         """The model (a callable on one example) evaluated on task `task_index`."""
 
 
-_REGISTRY: dict[str, Callable[[Any], AbstractLearner]] = {}
+class LearnerContext(NamedTuple):
+    """What a learner section may read about the run when it builds its learner.
+
+    **Fields:**
+
+    - `tasks`: the number of tasks of the run (`None` outside a run).
+    - `model`: the model of one seed, possibly abstract (`jax.ShapeDtypeStruct` leaves; `None`
+      outside a run).
+    """
+
+    tasks: int | None = None
+    model: Any = None
 
 
-def register_learner(name: str) -> Callable[[Callable], Callable]:
-    """Register `builder(config) -> AbstractLearner` under `name` (used as a decorator).
+@dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+    """The hyperparameters of one learner: the `learner` section of a [`nte.continual.Config`][].
 
-    After registration `nte.continual.Config(learner=name)` and `--learner name` build the
-    learner with `builder(config)`.
+    Each registered learner has its own subclass (a frozen dataclass): its fields are the
+    learner's hyperparameters, each with a default and a help text (`field.metadata["help"]`),
+    checked in `__post_init__`; `name` (a class variable) is the registry key and `build` makes
+    the [`nte.continual.AbstractLearner`][]. The run loop reads no hyperparameter: it only calls
+    `build`.
+
+    To add a learner, subclass it and register it:
+
+    ```python
+    @register_learner
+    @dataclasses.dataclass(frozen=True)
+    class AnchoredConfig(LearnerConfig):
+        name: ClassVar[str] = "anchored"
+        lr: float = option(0.05, "step size", number())
+
+        def build(self, context):
+            return Anchored(self.lr)
+    ```
+    """
+
+    name: ClassVar[str] = ""
+
+    def __post_init__(self):
+        validate(self)
+
+    def build(self, context: LearnerContext) -> "AbstractLearner":
+        """The learner these hyperparameters describe (`context`: the run's tasks and model)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `build`.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"name": name, <hyperparameter>: value, ...}` (JSON-serialisable)."""
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+_REGISTRY: dict[str, type[LearnerConfig]] = {}
+
+
+def register_learner(cls: type[LearnerConfig]) -> type[LearnerConfig]:
+    """Register a [`nte.continual.LearnerConfig`][] subclass under its `name` (a decorator).
+
+    After registration `Config(learner=name)`, `make_learner(name, ...)` and
+    `--learner name` build the learner with `cls(**hyperparameters).build(context)`.
 
     **Arguments:**
 
-    - `name`: the learner's name; must not be registered already.
+    - `cls`: a dataclass subclass of `LearnerConfig` with a `name` not registered already.
 
     **Returns:**
 
-    A decorator that registers and returns the builder unchanged.
+    `cls`, unchanged.
     """
+    if not (isinstance(cls, type) and issubclass(cls, LearnerConfig)):
+        raise TypeError(f"`cls` must be a LearnerConfig subclass, got {cls!r}.")
+    name = cls.name
     if not isinstance(name, str) or not name:
-        raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
-
-    def decorator(builder: Callable) -> Callable:
-        if name in _REGISTRY and _REGISTRY[name] is not builder:
-            raise ValueError(f"`name` {name!r} is already a registered learner.")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorator
+        raise ValueError(f"`cls.name` must be a non-empty string, got {name!r}.")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"`cls.name` {name!r} is already a registered learner.")
+    _REGISTRY[name] = cls
+    return cls
 
 
 def available_learners() -> tuple[str, ...]:
-    """The names accepted by `Config.learner`, sorted."""
+    """The registered learner names (`Config(learner=...)`, `make_learner`), sorted."""
     return tuple(sorted(_REGISTRY))
 
 
-def make_learner(config: Any) -> AbstractLearner:
-    """Build the learner named by `config.learner` from the hyperparameters in `config`.
+def learner_config(name: str, **hyperparameters: Any) -> LearnerConfig:
+    """The section of learner `name` with `hyperparameters` (the others keep their defaults).
+
+    Raises a `ValueError` naming `learner` for an unknown name, and one naming the
+    hyperparameter for a keyword the learner does not have.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"`learner` must be one of {available_learners()}, got {name!r}.")
+    cls = _REGISTRY[name]
+    own = [f.name for f in dataclasses.fields(cls)]
+    for key in hyperparameters:
+        if key not in own:
+            raise ValueError(
+                f"`{key}` is not a hyperparameter of learner {name!r} (its hyperparameters: "
+                f"{', '.join(own) or 'none'})."
+            )
+    return cls(**hyperparameters)
+
+
+def make_learner(
+    learner: "str | LearnerConfig",
+    *,
+    tasks: int | None = None,
+    model: Any = None,
+    **hyperparameters: Any,
+) -> AbstractLearner:
+    """Build a learner from the registry: `make_learner("nte", beta=0.03)`.
 
     **Arguments:**
 
-    - `config`: a [`nte.continual.Config`][] (anything with a `learner` attribute and the
-      hyperparameters its builder reads).
+    - `learner`: a registered name ([`nte.continual.available_learners`][]) or a
+      [`nte.continual.LearnerConfig`][] (then `hyperparameters` override its fields).
+    - `tasks`, `model`: the [`nte.continual.LearnerContext`][] (needed by learners whose
+      defaults depend on the run: the hypernetwork's `max_tasks`, pruning's `degree`).
+    - `hyperparameters`: fields of the learner's section.
 
     **Returns:**
 
     An [`nte.continual.AbstractLearner`][].
     """
-    name = getattr(config, "learner", None)
-    if name not in _REGISTRY:
-        raise ValueError(f"`learner` must be one of {available_learners()}, got {name!r}.")
-    return _REGISTRY[name](config)
+    if isinstance(learner, LearnerConfig):
+        section = dataclasses.replace(learner, **hyperparameters)
+    else:
+        section = learner_config(learner, **hyperparameters)
+    return section.build(LearnerContext(tasks, model))

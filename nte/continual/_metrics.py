@@ -1,4 +1,5 @@
-"""Continual-learning metrics from the accuracy matrix (design doc §5)."""
+"""Continual-learning metrics from the accuracy matrix
+([maths: continual-learning metrics](../math.md#continual-learning-metrics))."""
 
 from typing import Any, NamedTuple
 
@@ -34,7 +35,7 @@ def metrics(R: Any, baseline: Any) -> Metrics:
     """Average accuracy, backward/forward transfer and forgetting of an accuracy matrix.
 
     With tasks numbered `1..T` (code: `0..T−1`) and `R[t, j]` the accuracy on task `j` after
-    training task `t` (design doc §5):
+    training task `t` ([maths: continual-learning metrics](../math.md#continual-learning-metrics)):
 
     ```
     A_T          = mean_j R[T, j]

@@ -29,12 +29,12 @@ SEED_AXIS = dist.SEED_AXIS
 
 
 class DataParallel:
-    """The devices of one run (built from `config.mesh` and `config.devices`)."""
+    """The devices of one run (built from the `training` and `devices` config sections)."""
 
-    def __init__(self, config: Any):
-        self.mesh = dist.make_mesh(config.mesh, devices=config.devices)
-        dist.check_divisible(config.batch_size, dist.DATA_AXIS, "batch_size", self.mesh)
-        dist.check_divisible(config.seeds, dist.SEED_AXIS, "seeds", self.mesh)
+    def __init__(self, training: Any, devices: Any):
+        self.mesh = dist.make_mesh(devices.mesh, devices=devices.devices)
+        dist.check_divisible(training.batch_size, dist.DATA_AXIS, "batch_size", self.mesh)
+        dist.check_divisible(training.seeds, dist.SEED_AXIS, "seeds", self.mesh)
         self.seeds = dist.named(self.mesh, dist.SEED_AXIS)
         self.replicated = dist.named(self.mesh)
         self.is_main = dist.is_main_process()

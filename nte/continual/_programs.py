@@ -19,10 +19,9 @@ import numpy as np
 from jax import lax
 from jax.experimental.compilation_cache import compilation_cache
 
-from ..nn import MLP
 from . import _parallel as parallel, _stripes as stripes
 from ._config import Config
-from ._learner import AbstractLearner, Task, make_learner, predict
+from ._learner import AbstractLearner, LearnerContext, Task, predict
 from ._tasks import Tasks, task_batch, task_inputs
 
 
@@ -49,16 +48,17 @@ def device_tasks(tasks: Tasks) -> dict[str, np.ndarray]:
 class _Programs:
     """The compiled programs of one run (train chunk, end of task, evaluation), timed."""
 
-    def __init__(self, config: Config, tasks: Tasks, learner: AbstractLearner):
-        self.config, self.learner, self.static = config, learner, None
+    def __init__(self, config: Config, tasks: Tasks, learner: AbstractLearner, model: Callable):
+        self.config, self.learner, self.model, self.static = config, learner, model, None
         self.n_tasks = tasks.n_tasks
-        self.model_sizes = (tasks.num_features, tasks.num_outputs)
         self.has_end_task = type(learner).end_task is not AbstractLearner.end_task
-        mode = config.seed_mode
-        self.use_vmap = type(learner).vmap_seeds if mode == "auto" else mode == "vmap"
+        mode = config.training.seed_mode
+        self.use_vmap = learner.vmap_seeds if mode == "auto" else mode == "vmap"
         self.cache: dict[Any, Callable] = {}
         self.compile_time = 0.0
-        self.par = parallel.DataParallel(config)  # the device mesh (see _parallel.py)
+        self.par = parallel.DataParallel(
+            config.training, config.devices
+        )  # the device mesh (see _parallel.py)
 
     def _compiled(self, name: str, fn: Callable, *args, **static) -> Callable:
         key = (name, tuple(sorted(static.items())))
@@ -80,19 +80,8 @@ class _Programs:
         return init(keys)
 
     def _init(self, keys):
-        config, (d_in, d_out) = self.config, self.model_sizes
-
         def one_seed(k):
-            model = MLP(
-                d_in,
-                config.width,
-                config.depth,
-                d_out,
-                use_bias=config.use_bias,
-                parameterization=config.parameterization,
-                key=k[0],
-            )
-            return self.learner.init(model, key=k[1])
+            return self.learner.init(self.model(k[0]), key=k[1])
 
         return eqx.filter_vmap(one_seed)(keys)
 
@@ -136,7 +125,7 @@ class _Programs:
         return _over_seeds(one_seed, arrays, keys, use_vmap=self.use_vmap)
 
     def _end_task(self, arrays, dev, keys, t):
-        n, count = self.config.end_task_examples, dev["stripe_count"][t]
+        n, count = self.config.training.end_task_examples, dev["stripe_count"][t]
         per = -(-n // count.shape[0])  # examples drawn per stripe
         task = Task(t, dev["masks"][t])
 
@@ -159,7 +148,9 @@ class _Programs:
             def one_task(j):
                 model = self.learner.eval_model(state, j)
                 x, y = task_batch(dev, j, dev["test_index"][j], test=True)
-                logits = lax.map(model, x, batch_size=min(self.config.eval_batch_size, maxn))
+                logits = lax.map(
+                    model, x, batch_size=min(self.config.training.eval_batch_size, maxn)
+                )
                 valid = jnp.arange(maxn) < dev["test_count"][j]
                 correct = (predict(logits, dev["masks"][j]) == y) & valid
                 return jnp.sum(correct) / dev["test_count"][j]
@@ -184,20 +175,27 @@ def _over_seeds(fn: Callable, *args, use_vmap: bool = True):
     return jax.tree_util.tree_map(lambda v: v[None], out)
 
 
-_CACHE: dict[str, _Programs] = {}
+_CACHE: dict[Any, _Programs] = {}
 _CACHE_SIZE = 8
 
 
-def programs(config: Config, tasks: Tasks) -> _Programs:
-    """The compiled programs for `config`, reused across runs whose programs are identical."""
+def programs(
+    config: Config, tasks: Tasks, model: Callable, abstract: eqx.Module, custom: bool
+) -> _Programs:
+    """The compiled programs for `config` and the factory `model` (its abstract module
+    `abstract`), reused across runs whose programs are identical (a `custom` factory is part
+    of the key; the default MLP factory is described by `config`)."""
     fields = config.identity()
-    for name in ("seed", "task_seed", "eval_every", "checkpoint_every"):
-        fields.pop(name)  # these change arguments, not programs
+    for name in ("seed", "eval_every", "checkpoint_every"):
+        fields["training"].pop(name)  # these change arguments, not programs
+    fields["data"].pop("task_seed")
     arrays = {n: np.shape(getattr(tasks, n)) for n in ("x_train", "x_test", "train_index")}
-    devices = (config.devices, config.mesh)
+    devices = (config.devices.devices, config.devices.mesh)
     key = json.dumps([fields, arrays, tasks.test_index.shape, devices], sort_keys=True, default=str)
+    key = (key, model if custom else None)
     if key not in _CACHE:
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _Programs(config, tasks, make_learner(config))
+        learner = config.learner.build(LearnerContext(tasks.n_tasks, abstract))
+        _CACHE[key] = _Programs(config, tasks, learner, model)
     return _CACHE[key]

@@ -1,4 +1,11 @@
-"""Training a learner on a sequence of tasks: [`nte.continual.run`][].
+"""Training a learner on a sequence of tasks: [`nte.continual.run`][], in named steps.
+
+`run` = `_prepare` (check the config, the model factory and the observers; load the tasks;
+compile the programs; put the data on the devices) → `_resume` (the checkpoint, if any) →
+per task `_train_task` (chunks of steps: `_train_chunk`, then `_after_chunk`: history,
+observers, checkpoint) and `_end_task` (the learner's hook, the row `R[t]`, observers,
+checkpoint) → `_finish` (the [`nte.continual.Result`][]). The carried state is a typed
+`Progress` (what a checkpoint holds); `_Run` holds what is fixed once prepared.
 
 The data and the task index arrays are put on the devices once: the training rows in stripes
 (each data-parallel device holds only its own, see `_stripes.py`), the test sets and task tables
@@ -10,8 +17,9 @@ devices, and a resumed run replays exactly the same batches.
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,108 +29,170 @@ import numpy as np
 from .._split import merge
 from . import _checkpoint as ckpt, _parallel as parallel, _stripes as stripes
 from ._config import Config
-from ._metrics import Metrics, metrics
+from ._metrics import metrics
+from ._model import check_model, default_model, model_identity
+from ._observe import Observer, check_observers, keep_until, observe
 from ._programs import device_tasks, programs, use_compile_cache
+from ._result import Result
 from ._tasks import Tasks, permuted_tasks, split_tasks
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Result:
-    """The outcome of [`nte.continual.run`][] (numpy arrays; `seeds` is the leading axis).
-
-    **Fields:**
-
-    - `config`: the [`nte.continual.Config`][].
-    - `R`: `[seeds, T, T]`, `R[s, t, j]` = test accuracy on task `j` after training task `t`.
-    - `baseline`: `[seeds, T]`, test accuracy of the untrained model on each task.
-    - `metrics`: [`nte.continual.Metrics`][] per seed.
-    - `history`, `history_steps`: with `eval_every > 0`, `[seeds, H, T]` accuracies on every
-      task at global step `history_steps[h]` (`[H]`).
-    - `finished`: `False` if the run stopped early (`stop_after_steps`).
-    - `steps`: training steps done per seed (over all tasks, including resumed ones).
-    - `wall_time`: seconds spent in this call; `train_time`, `eval_time`, `compile_time`: the
-      parts spent in compiled training chunks, in evaluation/end-of-task hooks, and compiling.
-    - `steps_per_second`: training steps (per seed) per second of `train_time`.
-    - `state`: the final training states, stacked over seeds.
-    """
-
-    config: Config
-    R: np.ndarray
-    baseline: np.ndarray
-    metrics: Metrics
-    history: np.ndarray
-    history_steps: np.ndarray
-    finished: bool
-    steps: int
-    wall_time: float
-    train_time: float
-    eval_time: float
-    compile_time: float
-    steps_per_second: float
-    state: Any
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-serialisable dict: R, metrics as mean ± std over seeds, timings."""
-
-        def stats(x):
-            x = np.asarray(x, np.float64)
-            return {"mean": _json(np.mean(x, 0)), "std": _json(np.std(x, 0)), "per_seed": _json(x)}
-
-        m = self.metrics
-        return {
-            "R": stats(self.R),
-            "baseline": stats(self.baseline),
-            "ACC": stats(m.acc),
-            "BWT": stats(m.bwt),
-            "FWT": stats(m.fwt),
-            "forgetting": stats(m.forgetting),
-            "mean_forgetting": stats(m.mean_forgetting),
-            "history": {"steps": _json(self.history_steps), **stats(self.history)},
-            "finished": self.finished,
-            "steps": self.steps,
-            "wall_time_s": self.wall_time,
-            "train_time_s": self.train_time,
-            "eval_time_s": self.eval_time,
-            "compile_time_s": self.compile_time,
-            "train_fraction": self.train_time / max(self.wall_time, 1e-12),
-            "steps_per_second": self.steps_per_second,
-        }
-
-
-def _json(x: Any) -> Any:
-    """Numbers and arrays as (nested lists of) floats; nan becomes None."""
-    if isinstance(x, (bool, int, str)) or x is None:
-        return x
-    x = np.asarray(x, np.float64)
-    if x.ndim == 0:
-        return None if np.isnan(x) else float(x)
-    return [_json(v) for v in x]
-
-
 def load_tasks(config: Config, dataset: Any = None) -> Tasks:
-    """The task sequence of `config` (loading `config.dataset` with `nte.data.load` if needed)."""
+    """The task sequence of `config.data` (loading `config.data.dataset` with `nte.data.load`
+    unless `dataset` is given)."""
+    d = config.data
     if dataset is None:
         from .. import data  # nte.data, imported lazily
 
-        dataset = data.load(config.dataset, source=config.source, data_dir=config.data_dir)
-    if config.scenario == "permuted":
-        return permuted_tasks(dataset, config.tasks, key=jr.key(config.task_seed))
-    return split_tasks(dataset, config.tasks, scenario=config.scenario)
+        dataset = data.load(d.dataset, source=d.source, data_dir=d.data_dir)
+    if d.scenario == "permuted":
+        return permuted_tasks(dataset, d.tasks, key=jr.key(d.task_seed))
+    return split_tasks(dataset, d.tasks, scenario=d.scenario)
 
 
-def _steps_per_epoch(config: Config, tasks: Tasks) -> list[int]:
-    spe = [int(n) // config.batch_size for n in tasks.train_count]
+class Progress(NamedTuple):
+    """The state carried from step to step of a run, and what a checkpoint holds."""
+
+    state: Any  # the stacked learner states (arrays only), [seeds, ...]
+    position: np.ndarray  # (task, step within task) of the next step
+    done_steps: np.ndarray  # training steps done per seed, over all tasks
+    n_hist: np.ndarray  # history rows filled
+    R: np.ndarray  # [seeds, T, T]
+    baseline: np.ndarray  # [seeds, T]
+    history: np.ndarray  # [seeds, H, T]
+    history_steps: np.ndarray  # [H]
+
+
+@dataclasses.dataclass(eq=False)
+class _Run:
+    """What is fixed once a run is prepared, plus its timers and observation records."""
+
+    config: Config
+    prog: Any  # the compiled programs (`_programs._Programs`)
+    spe: list[int]  # steps per epoch of each task
+    n_steps: list[int]  # steps of each task
+    folder: Path | None  # the checkpoint folder
+    keys: Any  # [seeds, 4] PRNG keys
+    dev: dict  # the task tables (replicated), then also the striped training rows
+    striped: dict  # the training rows in stripes (already on the devices)
+    observers: tuple[Observer, ...]
+    t_start: float
+    compile0: float
+    times: dict = dataclasses.field(default_factory=lambda: {"train": 0.0, "eval": 0.0})
+    observations: list = dataclasses.field(default_factory=list)
+    done0: int = 0
+    identity: Any = None  # the config and model identity, checked in every checkpoint
+
+    @property
+    def offset(self) -> list[int]:
+        return [0, *np.cumsum(self.n_steps).tolist()]
+
+    def timed(self, kind: str, fn: Callable, *args) -> Any:
+        c0, t0 = self.prog.compile_time, time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        self.times[kind] += time.perf_counter() - t0 - (self.prog.compile_time - c0)
+        return out
+
+
+def _steps_per_epoch(batch_size: int, tasks: Tasks) -> list[int]:
+    spe = [int(n) // batch_size for n in tasks.train_count]
     if min(spe) < 1:
         raise ValueError(
-            f"`batch_size` ({config.batch_size}) must be <= the smallest task's number of "
+            f"`batch_size` ({batch_size}) must be <= the smallest task's number of "
             f"training examples ({int(tasks.train_count.min())})."
         )
     return spe
 
 
-def _chunk_end(config: Config, s: int, spe: int, n_t: int, budget: int | None) -> int:
-    end = min((s // spe + 1) * spe, n_t)
-    for k in (config.eval_every, config.checkpoint_every):
+def _prepare(config: Any, model: Any, dataset: Any, observers: Any) -> _Run:
+    """Check every input, load the tasks, compile the programs, put the data on the devices."""
+    if not isinstance(config, Config):
+        raise TypeError(f"`config` must be an nte.continual.Config, got {type(config).__name__}.")
+    t_start = time.perf_counter()
+    observers = check_observers(observers)
+    tr = config.training
+    use_compile_cache(config.devices.compile_cache)
+    tasks = load_tasks(config, dataset)
+    spe = _steps_per_epoch(tr.batch_size, tasks)
+    factory = default_model(config.model, tasks) if model is None else model
+    abstract = check_model(factory, tasks)
+    folder = Path(tr.out) / "checkpoint" if tr.out is not None else None
+    identity = {**config.identity(), "model_module": model_identity(abstract)}
+    if folder is not None and parallel.is_main():  # only process 0 writes
+        ckpt.check_config(folder, identity)
+    prog = programs(config, tasks, factory, abstract, custom=model is not None)
+    seeds = jnp.arange(tr.seed, tr.seed + tr.seeds)
+    keys = prog.par.place_seeds(jax.vmap(lambda s: jr.split(jr.key(s), 4))(seeds))
+    striped = stripes.StripedData(tasks, tr.batch_size, prog.par.mesh).arrays()
+    n_steps = [tr.epochs * k for k in spe]
+    return _Run(
+        config, prog, spe, n_steps, folder, keys, device_tasks(tasks), striped, observers,
+        t_start, 0.0, identity=identity,
+    )  # fmt: skip
+
+
+def _fresh(r: _Run) -> Progress:
+    tr, T = r.config.training, r.prog.n_tasks
+    n_hist = sum(n // tr.eval_every for n in r.n_steps) if tr.eval_every else 0
+    S = tr.seeds
+    return Progress(
+        state=r.prog.init(r.keys),
+        position=np.zeros(2, np.int64),
+        done_steps=np.zeros((), np.int64),
+        n_hist=np.zeros((), np.int64),
+        R=np.full((S, T, T), np.nan, np.float32),
+        baseline=np.full((S, T), np.nan, np.float32),
+        history=np.full((S, n_hist, T), np.nan, np.float32),
+        history_steps=np.full(n_hist, -1, np.int64),
+    )
+
+
+def _resume(r: _Run) -> Progress:
+    """The initial progress, or the checkpointed one; the state and data on the devices."""
+    r.compile0 = r.prog.compile_time
+    p = _fresh(r)
+    if r.folder is not None:
+        loaded = ckpt.load(r.folder, p, identity=r.identity, finite=lambda q: q.state)
+        if loaded is not None:
+            p = Progress(loaded.state, *(np.asarray(v) for v in loaded[1:]))
+            r.observations = keep_until(ckpt.load_records(r.folder), int(p.done_steps))
+    state, r.keys, dev = r.prog.par.place(p.state, r.keys, r.dev)
+    r.dev = {**dev, **r.striped}
+    r.done0 = int(p.done_steps)
+    return p._replace(state=state)
+
+
+def _checkpoint(r: _Run, p: Progress) -> None:
+    """Atomically write the progress (and the observation records) to the checkpoint folder."""
+    if r.folder is None:
+        return
+    t, s = (int(v) for v in p.position)
+    summary = {"task": t, "step_in_task": s, "done_steps": int(p.done_steps)}
+    state = r.prog.par.host(p.state)  # gathered from every process
+    if r.prog.par.is_main:
+        ckpt.save_records(r.folder, r.observations)  # before the state: see keep_until
+        ckpt.save(r.folder, p._replace(state=state), summary, identity=r.identity)
+
+
+def _observe(r: _Run, p: Progress, kind: str, task: int) -> None:
+    if not r.observers:
+        return
+    state = merge(r.prog.par.host(p.state), r.prog.static)
+    seeds = range(r.config.training.seed, r.config.training.seed + r.config.training.seeds)
+    step = int(p.done_steps)
+    record = observe(r.observers, r.prog.learner, state, kind, task, step, list(seeds))
+    r.observations.append(record)
+
+
+def _evaluate(r: _Run, p: Progress) -> np.ndarray:
+    """`[seeds, T]` test accuracies of every task."""
+    return np.asarray(r.timed("eval", r.prog.evaluate, p.state, r.dev))
+
+
+def _chunk_end(r: _Run, t: int, s: int, budget: int | None) -> int:
+    tr, spe = r.config.training, r.spe[t]
+    end = min((s // spe + 1) * spe, r.n_steps[t])
+    for k in (tr.eval_every, tr.checkpoint_every, tr.observe_every):
         if k:
             end = min(end, (s // k + 1) * k)
     if budget is not None:
@@ -130,158 +200,153 @@ def _chunk_end(config: Config, s: int, spe: int, n_t: int, budget: int | None) -
     return end
 
 
-def _progress(config: Config, total: int, initial: int, desc: str):
-    if not config.progress:
+def _train_chunk(r: _Run, p: Progress, t: int, s: int, end: int) -> tuple[Progress, Any]:
+    """Steps `s..end` of task `t` in one compiled call (the per-chunk boundary)."""
+    e = s // r.spe[t]
+    state, loss = r.timed(
+        "train", r.prog.train, p.state, r.dev, r.keys, t, e, s - e * r.spe[t], end - s
+    )
+    p = p._replace(
+        state=state,
+        done_steps=p.done_steps + (end - s),
+        position=np.array([t, end], np.int64),
+    )
+    return p, loss
+
+
+def _after_chunk(r: _Run, p: Progress, t: int, stopped: bool) -> Progress:
+    """History evaluation, observers and checkpoint at the end of a chunk (as configured)."""
+    tr, s = r.config.training, int(p.position[1])
+    if tr.eval_every and s % tr.eval_every == 0:
+        h = int(p.n_hist)
+        p.history[:, h] = _evaluate(r, p)
+        p.history_steps[h] = r.offset[t] + s
+        p = p._replace(n_hist=np.asarray(h + 1))
+    if tr.observe_every and s % tr.observe_every == 0:
+        _observe(r, p, "step", t)
+    if s < r.n_steps[t] and (stopped or (tr.checkpoint_every and s % tr.checkpoint_every == 0)):
+        _checkpoint(r, p)
+    return p
+
+
+def _end_task(r: _Run, p: Progress, t: int) -> Progress:
+    """The learner's `end_task` hook, row `R[t]`, the observers, a checkpoint."""
+    p = p._replace(state=r.timed("eval", r.prog.end_task, p.state, r.dev, r.keys, t))
+    p.R[:, t] = _evaluate(r, p)
+    p = p._replace(position=np.array([t + 1, 0], np.int64))
+    _observe(r, p, "task_end", t)
+    _checkpoint(r, p)
+    return p
+
+
+def _progress_bar(r: _Run, t: int, initial: int):
+    if not r.config.training.progress:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, initial=initial, desc=desc, leave=True, dynamic_ncols=True)
+    desc = f"task {t + 1}/{r.prog.n_tasks}"
+    return tqdm(total=r.n_steps[t], initial=initial, desc=desc, leave=True, dynamic_ncols=True)
 
 
-def run(config: Config, *, dataset: Any = None) -> Result:
-    """Train `config.learner` on `config.tasks` tasks in sequence and evaluate after each task.
+def _train_task(r: _Run, p: Progress, t: int) -> tuple[Progress, bool]:
+    """Train task `t` from the current position; `True` if the run stopped early."""
+    stop = r.config.training.stop_after_steps
+    s = int(p.position[1]) if int(p.position[0]) == t else 0
+    bar, stopped = _progress_bar(r, t, s), False
+    while s < r.n_steps[t] and not stopped:
+        budget = None if stop is None else stop - int(p.done_steps)
+        end = _chunk_end(r, t, s, budget)
+        p, loss = _train_chunk(r, p, t, s, end)
+        s = end
+        stopped = stop is not None and int(p.done_steps) >= stop
+        if bar is not None:
+            bar.update(end - bar.n)
+            bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}")
+        p = _after_chunk(r, p, t, stopped)
+    if s == r.n_steps[t]:
+        p = _end_task(r, p, t)
+    if bar is not None:
+        bar.close()
+    return p, stopped
+
+
+def _finish(r: _Run, p: Progress) -> Result:
+    R, baseline = p.R.astype(np.float64), p.baseline.astype(np.float64)
+    done = int(p.done_steps)
+    return Result(
+        config=r.config,
+        R=R,
+        baseline=baseline,
+        metrics=metrics(R, baseline),
+        history=p.history.astype(np.float64),
+        history_steps=p.history_steps,
+        finished=int(p.position[0]) == r.prog.n_tasks,
+        steps=done,
+        wall_time=time.perf_counter() - r.t_start,
+        train_time=r.times["train"],
+        eval_time=r.times["eval"],
+        compile_time=r.prog.compile_time - r.compile0,
+        steps_per_second=(done - r.done0) / max(r.times["train"], 1e-12),
+        state=merge(r.prog.par.host(p.state), r.prog.static),
+        observations=list(r.observations),
+    )
+
+
+def run(
+    config: Config,
+    *,
+    model: Any = None,
+    dataset: Any = None,
+    observers: Any = (),
+) -> Result:
+    """Train `config.learner` on `config.data.tasks` tasks in sequence; evaluate after each task.
 
     After the baseline (untrained) evaluation, for each task `t`: `epochs` passes over the task's
     training set in minibatches of `batch_size`, one example from each of `batch_size` stripes
     of the task (example p of the task is in stripe p mod `batch_size`; each stripe is shuffled
     per epoch; ⌊n_t / batch_size⌋ steps per epoch; see `nte/continual/_stripes.py`),
-    then the learner's `end_task` hook, then the test accuracy on every task → row `R[t]`. With
-    `eval_every = k > 0`, every task is also evaluated every `k` steps (`Result.history`).
+    then the learner's `end_task` hook, then the test accuracy on every task → row `R[t]`
+    ([maths: continual-learning metrics](../math.md#continual-learning-metrics)). With
+    `training.eval_every = k > 0`, every task is also evaluated every `k` steps
+    (`Result.history`).
 
-    `config.seeds` models (seeds `seed, seed + 1, ...`) are trained together: one compiled
-    `lax.scan` per chunk of steps, `vmap`ped over seeds. Seed `s` uses
+    `training.seeds` models (seeds `seed, seed + 1, ...`) are trained together: one compiled
+    loop per chunk of steps, `vmap`ped over seeds. Seed `s` uses
     `jax.random.split(jax.random.key(s), 4)` = (model init, learner init, batch order, end-of-task
     sample), so a run with `seeds = n` equals `n` runs with `seeds = 1`.
 
-    With `config.out` set, checkpoints are written atomically to `out/checkpoint/` at every task
-    boundary and every `checkpoint_every` steps. Calling `run` again with the same config
-    resumes from the last checkpoint and produces the same `R` as an uninterrupted run.
+    With `training.out` set, checkpoints are written atomically to `out/checkpoint/` at every
+    task boundary and every `checkpoint_every` steps. Calling `run` again with the same config
+    (and a model of the same structure and shapes) resumes from the last checkpoint and produces
+    the same `R` as an uninterrupted run.
 
     **Arguments:**
 
     - `config`: a [`nte.continual.Config`][].
+    - `model`: a function `key -> eqx.Module` whose module maps ONE flattened example
+      (`[features]`) to `[num_outputs]` logits (e.g. `lambda k: eqx.nn.MLP(64, 10, 32, 1,
+      key=k)`, or an [`nte.nn.CNN`][], which accepts flattened images). It is traced once
+      under `jax.vmap` over the seeds' keys (one model per seed). Default: the
+      [`nte.nn.MLP`][] of `config.model`. Checked on one key and one example before any
+      training (a `ValueError` naming `model`).
     - `dataset`: optionally an `nte.data.Dataset`-like object to use instead of loading
-      `config.dataset`.
+      `config.data.dataset`.
+    - `observers`: functions `(model, state, event) -> dict of numbers` called at every task
+      end (and every `training.observe_every` steps), see [`nte.continual.Event`][]; their
+      values are in `Result.observations`.
 
     **Returns:**
 
     A [`nte.continual.Result`][].
     """
-    if not isinstance(config, Config):
-        raise TypeError(f"`config` must be an nte.continual.Config, got {type(config).__name__}.")
-    t_start = time.perf_counter()
-    use_compile_cache(config.compile_cache)
-    tasks = load_tasks(config, dataset)
-    folder = Path(config.out) / "checkpoint" if config.out is not None else None
-    if folder is not None and parallel.is_main():  # only process 0 writes
-        ckpt.check_config(folder, config.identity())
-    prog = programs(config, tasks)
-    compile0 = prog.compile_time
-    S, T = config.seeds, tasks.n_tasks
-    spe = _steps_per_epoch(config, tasks)
-    n_steps = [config.epochs * k for k in spe]
-    n_hist = sum(n // config.eval_every for n in n_steps) if config.eval_every else 0
-    seeds = jnp.arange(config.seed, config.seed + S)
-    keys = prog.par.place_seeds(jax.vmap(lambda s: jr.split(jr.key(s), 4))(seeds))
-    arrays = prog.init(keys)
-    dev = device_tasks(tasks)
-    striped = stripes.StripedData(tasks, config.batch_size, prog.par.mesh).arrays()
-    # Keep only this process's slice of the training rows (now on its devices).
-    tasks = dataclasses.replace(tasks, x_train=tasks.x_train[:0], y_train=tasks.y_train[:0])
-
-    ck = {
-        "state": arrays,
-        "position": np.zeros(2, np.int64),  # (task, step within task) of the next step
-        "done_steps": np.zeros((), np.int64),
-        "n_hist": np.zeros((), np.int64),
-        "R": np.full((S, T, T), np.nan, np.float32),
-        "baseline": np.full((S, T), np.nan, np.float32),
-        "history": np.full((S, n_hist, T), np.nan, np.float32),
-        "history_steps": np.full(n_hist, -1, np.int64),
-    }
-    if folder is not None:
-        loaded = ckpt.load(folder, ck, identity=config.identity(), finite=lambda c: c["state"])
-        if loaded is not None:
-            ck = {k: (v if k == "state" else np.asarray(v)) for k, v in loaded.items()}
-    ck["state"], keys, dev = prog.par.place(ck["state"], keys, dev)
-    dev = {**dev, **striped}
-    times = {"train": 0.0, "eval": 0.0}
-    done0 = int(ck["done_steps"])
-
-    def timed(kind, fn, *args):
-        c0, t0 = prog.compile_time, time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        times[kind] += time.perf_counter() - t0 - (prog.compile_time - c0)
-        return out
-
-    def save():
-        if folder is None:
-            return
-        t, s = (int(v) for v in ck["position"])
-        summary = {"task": t, "step_in_task": s, "done_steps": int(ck["done_steps"])}
-        state = prog.par.host(ck["state"])  # gathered from every process
-        if prog.par.is_main:
-            ckpt.save(folder, {**ck, "state": state}, summary, identity=config.identity())
-
-    if int(ck["position"][0]) == 0 and int(ck["position"][1]) == 0:
-        ck["baseline"] = np.asarray(timed("eval", prog.evaluate, ck["state"], dev))
-    offset = [0, *np.cumsum(n_steps).tolist()]
-    stop = config.stop_after_steps
-    stopped = False
-    t0 = int(ck["position"][0])
-    for t in range(t0, T):
-        s = int(ck["position"][1]) if t == t0 else 0
-        bar = _progress(config, n_steps[t], s, f"task {t + 1}/{T}")
-        while s < n_steps[t] and not stopped:
-            budget = None if stop is None else stop - int(ck["done_steps"])
-            end = _chunk_end(config, s, spe[t], n_steps[t], budget)
-            e = s // spe[t]
-            ck["state"], loss = timed(
-                "train", prog.train, ck["state"], dev, keys, t, e, s - e * spe[t], end - s
-            )
-            ck["done_steps"] = ck["done_steps"] + (end - s)
-            s = end
-            ck["position"] = np.array([t, s], np.int64)
-            stopped = stop is not None and int(ck["done_steps"]) >= stop
-            if bar is not None:
-                bar.update(end - bar.n)
-                bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}")
-            if config.eval_every and s % config.eval_every == 0:
-                h = int(ck["n_hist"])
-                ck["history"][:, h] = np.asarray(timed("eval", prog.evaluate, ck["state"], dev))
-                ck["history_steps"][h] = offset[t] + s
-                ck["n_hist"] = np.asarray(h + 1)
-            if s < n_steps[t] and (
-                stopped or (config.checkpoint_every and s % config.checkpoint_every == 0)
-            ):
-                save()
-        if s == n_steps[t]:
-            ck["state"] = timed("eval", prog.end_task, ck["state"], dev, keys, t)
-            ck["R"][:, t] = np.asarray(timed("eval", prog.evaluate, ck["state"], dev))
-            ck["position"] = np.array([t + 1, 0], np.int64)
-            save()
-        if bar is not None:
-            bar.close()
+    r = _prepare(config, model, dataset, observers)
+    p = _resume(r)
+    if int(p.position[0]) == 0 and int(p.position[1]) == 0:
+        p = p._replace(baseline=_evaluate(r, p))
+    for t in range(int(p.position[0]), r.prog.n_tasks):
+        p, stopped = _train_task(r, p, t)
         if stopped:
             break
-    finished = int(ck["position"][0]) == T
-    wall = time.perf_counter() - t_start
-    R, baseline = ck["R"].astype(np.float64), ck["baseline"].astype(np.float64)
-    return Result(
-        config=config,
-        R=R,
-        baseline=baseline,
-        metrics=metrics(R, baseline),
-        history=ck["history"].astype(np.float64),
-        history_steps=ck["history_steps"],
-        finished=finished,
-        steps=int(ck["done_steps"]),
-        wall_time=wall,
-        train_time=times["train"],
-        eval_time=times["eval"],
-        compile_time=prog.compile_time - compile0,
-        steps_per_second=(int(ck["done_steps"]) - done0) / max(times["train"], 1e-12),
-        state=merge(prog.par.host(ck["state"]), prog.static),
-    )
+    return _finish(r, p)

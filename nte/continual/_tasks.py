@@ -1,4 +1,4 @@
-"""Continual-learning task sequences: permuted tasks and split tasks (design doc §5).
+"""Continual-learning task sequences: permuted tasks and split tasks.
 
 A [`nte.continual.Tasks`][] keeps ONE copy of the dataset plus small per-task index arrays:
 a pixel permutation per task (`[tasks, features]`), the example indices of each task, a class
@@ -170,7 +170,7 @@ def _indices(y: np.ndarray, groups: list[np.ndarray]) -> tuple[np.ndarray, np.nd
 def split_tasks(dataset: Any, n_tasks: int, *, scenario: str) -> Tasks:
     """Split tasks: the classes are partitioned into `n_tasks` consecutive groups, one per task.
 
-    **Scenarios** (design doc §5):
+    **Scenarios:**
 
     - `"task"` (task-incremental): one `num_classes`-way head; softmax and argmax are restricted
       to the task's classes (a mask).

@@ -1,12 +1,3 @@
-"""Learner implementations: one module per learner (each registers itself on import)."""
+"""Learner implementations: one module per family (each registers its sections on import)."""
 
-from . import (  # noqa: F401
-    _adam,
-    _ewc,
-    _hypernetwork,
-    _nte,
-    _optax,
-    _pruning,
-    _scaled_sgd,
-    _sgd,
-)
+from . import _basic, _ewc, _hypernetwork, _optax, _pruning  # noqa: F401

@@ -26,18 +26,34 @@ then the penalty is `(λ/2) Σ_i F_i (θ_i − θ*_i)²`. Schwarz et al. write t
 factor `γ`, i.e. our λ is their `γ λ`.
 """
 
+import dataclasses
+from typing import Any, ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from ..._errors import check_choice, check_positive
 from ..._split import merge, split
+from .._fields import choice, integer, number, option
 from .._fisher import FISHER_VARIANTS, ewc_penalty, fisher_diagonal
-from .._learner import AbstractLearner, Task, mean_loss, register_learner
+from .._learner import (
+    AbstractLearner,
+    LearnerConfig,
+    LearnerContext,
+    Task,
+    mean_loss,
+    register_learner,
+)
+from ._basic import LEARNING_RATE, MOMENTUM, sgd_transformation
 
 OPTIMIZERS = ("sgd", "adam")
+
+
+def _gamma_check(value: Any, name: str) -> None:
+    if not (isinstance(value, (int, float)) and 0 < value <= 1):
+        raise ValueError(f"`{name}` must be in (0, 1], got {value!r}.")
 
 
 class EWCState(eqx.Module):
@@ -77,8 +93,9 @@ class EWCLearner(AbstractLearner):
     Each step minimises `mean_b cross_entropy + (λ/2) Σ_i F_i (θ_i − θ*_i)²` (see the module
     docs of `nte.continual._learners._ewc` for how past tasks are stored); `end_task` estimates
     the diagonal Fisher of the finished task with [`nte.continual.fisher_diagonal`][] on the
-    first `fisher_examples` examples it is given. Build it with [`nte.continual.ewc`][] or
-    [`nte.continual.online_ewc`][].
+    first `fisher_examples` examples it is given. Build it with `make_learner("ewc", ...)` or
+    `make_learner("online_ewc", ...)` ([`nte.continual.EWCConfig`][],
+    [`nte.continual.OnlineEWCConfig`][]).
     """
 
     optimizer: optax.GradientTransformation
@@ -138,7 +155,7 @@ class EWCLearner(AbstractLearner):
         if n > x.shape[0]:
             raise ValueError(
                 f"`fisher_examples` ({n}) must be <= the number of examples given to `end_task` "
-                f"({x.shape[0]}; `Config.end_task_examples`)."
+                f"({x.shape[0]}; `Config.training.end_task_examples`)."
             )
         f_new = fisher_diagonal(
             state.model,
@@ -165,108 +182,64 @@ class EWCLearner(AbstractLearner):
         return state.model
 
 
-def _optimizer(name: str, learning_rate: float, momentum: float) -> optax.GradientTransformation:
-    check_choice(name, OPTIMIZERS, "optimizer")
-    check_positive(learning_rate, "learning_rate")
-    if not 0 <= momentum < 1:
-        raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
-    if name == "adam":
-        return optax.adam(learning_rate)
-    return optax.sgd(learning_rate, momentum=momentum or None)
+def optimizer_transformation(name: str, lr: float, momentum: float = 0.0):
+    """`optax.sgd` or `optax.adam` by name (EWC and the hypernetwork)."""
+    return optax.adam(lr) if name == "adam" else sgd_transformation(lr, momentum)
 
 
-def _check_fisher(fisher: str, fisher_examples, fisher_chunk_size) -> None:
-    check_choice(fisher, FISHER_VARIANTS, "fisher")
-    for value, name in (
-        (fisher_examples, "fisher_examples"),
-        (fisher_chunk_size, "fisher_chunk_size"),
-    ):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"`{name}` must be None or an int >= 1, got {value!r}.")
+FISHER_EXAMPLES = "end-of-task examples the Fisher averages over (None: all given)"
 
 
-def ewc(
-    learning_rate: float,
-    ewc_lambda: float = 1.0,
-    *,
-    fisher: str = "empirical",
-    fisher_examples: int | None = None,
-    fisher_chunk_size: int | None = 64,
-    optimizer: str = "sgd",
-    momentum: float = 0.0,
-) -> EWCLearner:
-    """Elastic weight consolidation (Kirkpatrick et al., PNAS 2017).
+@register_learner
+@dataclasses.dataclass(frozen=True)
+class EWCConfig(LearnerConfig):
+    """Elastic weight consolidation (Kirkpatrick et al., PNAS 2017) (`learner="ewc"`).
 
     Trains on `L_T(θ) + (λ/2) Σ_{t<T} Σ_i F_{t,i} (θ_i − θ*_{t,i})²`, with one diagonal Fisher
-    `F_t` (estimated at the end of task `t`) and anchor `θ*_t` per past task, stored in fixed
-    shapes as one merged quadratic (exactly equivalent; see the tutorial).
-
-    **Arguments:**
-
-    - `learning_rate`: the step size (> 0).
-    - `ewc_lambda`: `λ >= 0`, the penalty strength (with the ½ kept).
-    - `fisher`: `"empirical"` (true labels) or `"true"` (labels sampled from the model), see
-      [`nte.continual.fisher_diagonal`][].
-    - `fisher_examples`: the number of end-of-task examples the Fisher is averaged over
-      (default: all those the harness passes, `Config.end_task_examples`).
-    - `fisher_chunk_size`: per-example gradients held in memory at once.
-    - `optimizer`: `"sgd"` or `"adam"`.
-    - `momentum`: SGD momentum in `[0, 1)`.
-
-    **Returns:**
-
-    An [`nte.continual.EWCLearner`][].
+    `F_t` (estimated at the end of task `t` by [`nte.continual.fisher_diagonal`][]) and anchor
+    `θ*_t` per past task, stored in fixed shapes as one merged quadratic (exactly equivalent;
+    see the module docs).
     """
-    check_positive(ewc_lambda, "ewc_lambda", allow_zero=True)
-    _check_fisher(fisher, fisher_examples, fisher_chunk_size)
-    tx = _optimizer(optimizer, learning_rate, momentum)
-    return EWCLearner(tx, float(ewc_lambda), None, fisher, fisher_examples, fisher_chunk_size)
+
+    name: ClassVar[str] = "ewc"
+    lr: float = option(0.05, LEARNING_RATE, number())
+    ewc_lambda: float = option(1.0, "λ >= 0, the penalty strength (with the ½ kept)",
+                               number(strict=False))  # fmt: skip
+    fisher: str = option("empirical", "Fisher estimator", choice(*FISHER_VARIANTS))
+    fisher_examples: int | None = option(None, FISHER_EXAMPLES, integer(1, optional=True))
+    fisher_chunk_size: int | None = option(
+        64, "per-example gradients held in memory at once", integer(1, optional=True)
+    )
+    optimizer: str = option("sgd", "the optimizer", choice(*OPTIMIZERS))
+    momentum: float = option(0.0, MOMENTUM, number(strict=False, below=1.0))
+
+    def _gamma(self) -> float | None:
+        return None
+
+    def build(self, context: LearnerContext) -> EWCLearner:
+        return EWCLearner(
+            optimizer_transformation(self.optimizer, self.lr, self.momentum),
+            float(self.ewc_lambda),
+            self._gamma(),
+            self.fisher,
+            self.fisher_examples,
+            self.fisher_chunk_size,
+        )
 
 
-def online_ewc(
-    learning_rate: float,
-    ewc_lambda: float = 1.0,
-    gamma: float = 1.0,
-    *,
-    fisher: str = "empirical",
-    fisher_examples: int | None = None,
-    fisher_chunk_size: int | None = 64,
-    optimizer: str = "sgd",
-    momentum: float = 0.0,
-) -> EWCLearner:
-    """Online EWC (Schwarz et al., ICML 2018): one running Fisher and one anchor.
+@register_learner
+@dataclasses.dataclass(frozen=True)
+class OnlineEWCConfig(EWCConfig):
+    """Online EWC (Schwarz et al., ICML 2018): one running Fisher and one anchor
+    (`learner="online_ewc"`).
 
     At the end of task `t`: `F ← γ F + F_t` and `θ* ← θ_t`; training minimises
     `L_T(θ) + (λ/2) Σ_i F_i (θ_i − θ*_i)²`. (Schwarz et al. weight the penalty by `γ F`; their
     λ is our `λ/γ`.)
-
-    **Arguments:**
-
-    - `learning_rate`, `ewc_lambda`, `fisher`, `fisher_examples`, `fisher_chunk_size`,
-      `optimizer`, `momentum`: as for [`nte.continual.ewc`][].
-    - `gamma`: the decay `γ ∈ (0, 1]` of the running Fisher.
-
-    **Returns:**
-
-    An [`nte.continual.EWCLearner`][].
     """
-    check_positive(ewc_lambda, "ewc_lambda", allow_zero=True)
-    if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1):
-        raise ValueError(f"`gamma` must be in (0, 1], got {gamma!r}.")
-    _check_fisher(fisher, fisher_examples, fisher_chunk_size)
-    tx = _optimizer(optimizer, learning_rate, momentum)
-    return EWCLearner(
-        tx, float(ewc_lambda), float(gamma), fisher, fisher_examples, fisher_chunk_size
-    )
 
+    name: ClassVar[str] = "online_ewc"
+    gamma: float = option(1.0, "the decay γ ∈ (0, 1] of the running Fisher", _gamma_check)
 
-@register_learner("ewc")
-def _from_config(config):
-    kwargs = {"momentum": config.momentum, **config.learner_kwargs}
-    return ewc(config.lr, **kwargs)
-
-
-@register_learner("online_ewc")
-def _from_config_online(config):
-    kwargs = {"momentum": config.momentum, **config.learner_kwargs}
-    return online_ewc(config.lr, **kwargs)
+    def _gamma(self) -> float | None:
+        return float(self.gamma)

@@ -23,8 +23,9 @@ The task identity is given at test time (task-incremental oracle): `eval_model(s
 generates task `t`'s network from `e_t`.
 """
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -33,10 +34,17 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree, UInt32
 
-from ..._errors import check_positive
 from ...nn._hypernetwork import ChunkedHypernetwork
-from .._learner import AbstractLearner, Task, mean_loss, register_learner
-from ._ewc import _optimizer
+from .._fields import choice, integer, number, of_type, option
+from .._learner import (
+    AbstractLearner,
+    LearnerConfig,
+    LearnerContext,
+    Task,
+    mean_loss,
+    register_learner,
+)
+from ._ewc import optimizer_transformation
 
 
 class HypernetworkState(eqx.Module):
@@ -74,7 +82,7 @@ class HypernetworkLearner(AbstractLearner):
     """A task-conditioned chunked hypernetwork with the output regulariser (von Oswald et al.).
 
     See the module documentation for the objective. Build it with
-    [`nte.continual.hypernetwork`][].
+    `make_learner("hypernetwork", ...)` ([`nte.continual.HypernetworkConfig`][]).
     """
 
     optimizer: optax.GradientTransformation
@@ -196,70 +204,52 @@ class HypernetworkLearner(AbstractLearner):
         return state.hnet(state.embeddings[t])
 
 
-def hypernetwork(
-    learning_rate: float = 1e-3,
-    *,
-    max_tasks: int,
-    beta_output: float = 0.1,
-    embedding_size: int = 32,
-    chunk_size: int = 2000,
-    chunk_embedding_size: int = 32,
-    hidden: Sequence[int] = (100, 50),
-    max_reg_tasks: int = 30,
-    lookahead: bool = True,
-    embedding_std: float = 1.0,
-    optimizer: str = "adam",
-) -> HypernetworkLearner:
-    """Task-conditioned chunked hypernetwork with output regulariser (von Oswald et al. 2020).
-
-    **Arguments:**
-
-    - `learning_rate`: the optimizer's step size (> 0).
-    - `max_tasks`: the number of task embeddings (and snapshot slots); task indices must lie in
-      `[0, max_tasks)`.
-    - `beta_output`: `β_output >= 0`, the weight of the output regulariser.
-    - `embedding_size`: the size of each task embedding.
-    - `chunk_size`, `chunk_embedding_size`, `hidden`: see [`nte.nn.ChunkedHypernetwork`][].
-    - `max_reg_tasks`: the number of previous tasks regularised per step (sampled without
-      replacement when more exist; von Oswald et al. sample when there are many tasks).
-    - `lookahead`: the two-step scheme (regularise at `Θ + ΔΘ`); `False` regularises at `Θ`.
-    - `embedding_std`: the standard deviation of the initial task embeddings.
-    - `optimizer`: `"adam"` (as in the paper) or `"sgd"`.
-
-    **Returns:**
-
-    A [`nte.continual.HypernetworkLearner`][].
-    """
-    for value, name in (
-        (max_tasks, "max_tasks"),
-        (embedding_size, "embedding_size"),
-        (chunk_size, "chunk_size"),
-        (chunk_embedding_size, "chunk_embedding_size"),
-        (max_reg_tasks, "max_reg_tasks"),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"`{name}` must be an int >= 1, got {value!r}.")
-    hidden = tuple(hidden)
-    if not all(isinstance(h, int) and h >= 1 for h in hidden):
-        raise ValueError(f"`hidden` must be a sequence of ints >= 1, got {hidden!r}.")
-    check_positive(beta_output, "beta_output", allow_zero=True)
-    check_positive(embedding_std, "embedding_std")
-    tx = _optimizer(optimizer, learning_rate, 0.0)
-    return HypernetworkLearner(
-        tx,
-        max_tasks,
-        embedding_size,
-        chunk_size,
-        chunk_embedding_size,
-        hidden,
-        float(beta_output),
-        max_reg_tasks,
-        bool(lookahead),
-        float(embedding_std),
-    )
+def _hidden_check(value: Any, name: str) -> None:
+    if not (isinstance(value, (tuple, list)) and all(isinstance(h, int) and h >= 1 for h in value)):
+        raise ValueError(f"`{name}` must be a sequence of ints >= 1, got {value!r}.")
 
 
-@register_learner("hypernetwork")
-def _from_config(config):
-    kwargs = {"max_tasks": config.tasks, **config.learner_kwargs}
-    return hypernetwork(config.lr, **kwargs)
+@register_learner
+@dataclasses.dataclass(frozen=True)
+class HypernetworkConfig(LearnerConfig):
+    """Task-conditioned chunked hypernetwork with output regulariser (von Oswald et al. 2020)
+    (`learner="hypernetwork"`); see the module documentation for the objective."""
+
+    name: ClassVar[str] = "hypernetwork"
+    lr: float = option(1e-3, "the optimizer's step size", number())
+    max_tasks: int | None = option(
+        None, "task embeddings and snapshot slots (None: the run's tasks)",
+        integer(1, optional=True),
+    )  # fmt: skip
+    beta_output: float = option(0.1, "β_output >= 0, weight of the output regulariser",
+                                number(strict=False))  # fmt: skip
+    embedding_size: int = option(32, "size of each task embedding", integer(1))
+    chunk_size: int = option(2000, "weights generated per chunk", integer(1))
+    chunk_embedding_size: int = option(32, "size of each chunk embedding", integer(1))
+    hidden: Sequence[int] = option((100, 50), "hidden sizes of the hypernetwork MLP",
+                                     _hidden_check)  # fmt: skip
+    max_reg_tasks: int = option(30, "previous tasks regularised per step", integer(1))
+    lookahead: bool = option(True, "regularise at Θ + ΔΘ (the two-step scheme)", of_type(bool))
+    embedding_std: float = option(1.0, "std of the initial task embeddings", number())
+    optimizer: str = option("adam", "the optimizer", choice("adam", "sgd"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "hidden", tuple(self.hidden))  # a JSON list → a tuple
+
+    def build(self, context: LearnerContext) -> HypernetworkLearner:
+        max_tasks = self.max_tasks if self.max_tasks is not None else context.tasks
+        if max_tasks is None:
+            raise ValueError("`max_tasks` must be given when the number of tasks is not known.")
+        return HypernetworkLearner(
+            optimizer_transformation(self.optimizer, self.lr),
+            max_tasks,
+            self.embedding_size,
+            self.chunk_size,
+            self.chunk_embedding_size,
+            tuple(self.hidden),
+            float(self.beta_output),
+            self.max_reg_tasks,
+            bool(self.lookahead),
+            float(self.embedding_std),
+        )

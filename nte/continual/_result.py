@@ -1,0 +1,88 @@
+"""The outcome of a continual-learning run: [`nte.continual.Result`][] and its JSON summary."""
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ._config import Config
+from ._metrics import Metrics
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Result:
+    """The outcome of [`nte.continual.run`][] (numpy arrays; `seeds` is the leading axis).
+
+    Metrics: [maths: continual-learning metrics](../math.md#continual-learning-metrics).
+
+    **Fields:**
+
+    - `config`: the [`nte.continual.Config`][].
+    - `R`: `[seeds, T, T]`, `R[s, t, j]` = test accuracy on task `j` after training task `t`.
+    - `baseline`: `[seeds, T]`, test accuracy of the untrained model on each task.
+    - `metrics`: [`nte.continual.Metrics`][] per seed.
+    - `history`, `history_steps`: with `eval_every > 0`, `[seeds, H, T]` accuracies on every
+      task at global step `history_steps[h]` (`[H]`).
+    - `finished`: `False` if the run stopped early (`stop_after_steps`).
+    - `steps`: training steps done per seed (over all tasks, including resumed ones).
+    - `wall_time`: seconds spent in this call; `train_time`, `eval_time`, `compile_time`: the
+      parts spent in compiled training chunks, in evaluation/end-of-task hooks, and compiling.
+    - `steps_per_second`: training steps (per seed) per second of `train_time`.
+    - `state`: the final training states, stacked over seeds.
+    - `observations`: the records of the observers (see [`nte.continual.Event`][]): one dict
+      per event, `{"kind", "task", "step", name: [value per seed], ...}`.
+    """
+
+    config: Config
+    R: np.ndarray
+    baseline: np.ndarray
+    metrics: Metrics
+    history: np.ndarray
+    history_steps: np.ndarray
+    finished: bool
+    steps: int
+    wall_time: float
+    train_time: float
+    eval_time: float
+    compile_time: float
+    steps_per_second: float
+    state: Any
+    observations: list
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable dict: R, metrics as mean ± std over seeds, timings."""
+
+        def stats(x):
+            x = np.asarray(x, np.float64)
+            return {"mean": _json(np.mean(x, 0)), "std": _json(np.std(x, 0)), "per_seed": _json(x)}
+
+        m = self.metrics
+        return {
+            "R": stats(self.R),
+            "baseline": stats(self.baseline),
+            "ACC": stats(m.acc),
+            "BWT": stats(m.bwt),
+            "FWT": stats(m.fwt),
+            "forgetting": stats(m.forgetting),
+            "mean_forgetting": stats(m.mean_forgetting),
+            "history": {"steps": _json(self.history_steps), **stats(self.history)},
+            "finished": self.finished,
+            "steps": self.steps,
+            "wall_time_s": self.wall_time,
+            "train_time_s": self.train_time,
+            "eval_time_s": self.eval_time,
+            "compile_time_s": self.compile_time,
+            "train_fraction": self.train_time / max(self.wall_time, 1e-12),
+            "steps_per_second": self.steps_per_second,
+            "observations": self.observations,
+        }
+
+
+def _json(x: Any) -> Any:
+    """Numbers and arrays as (nested lists of) floats; nan becomes None."""
+    if isinstance(x, (bool, int, str)) or x is None:
+        return x
+    x = np.asarray(x, np.float64)
+    if x.ndim == 0:
+        return None if np.isnan(x) else float(x)
+    return [_json(v) for v in x]
