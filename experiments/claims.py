@@ -118,7 +118,7 @@ def report(args: argparse.Namespace, runs: dict[str, continual.Config], command:
     lines += ["", "Paper (~1e8 parameters): " + ", ".join(f"{k} {v}" for k, v in PAPER_B.items())]
     lines += ["", "### Observations (computed from the tables above)", ""]
     lines += _observations(first, acc_by)
-    lines += ["", "![accuracy vs width](results/acc_vs_width.png)", ""]
+    top = ["![accuracy vs width](results/acc_vs_width.png)"]
     _width_plot(acc_by, figs / "acc_vs_width.png")
     finished = {n: np.asarray(d["R"]["per_seed"]) for n, d in done.items() if d is not None}
     if any(n.startswith("a-") for n in finished):
@@ -127,14 +127,26 @@ def report(args: argparse.Namespace, runs: dict[str, continual.Config], command:
             figs / "momentum.png",
             "SGD momentum",
         )
-        lines += ["![SGD momentum](results/momentum.png)", ""]
-    lines += ["### Per-run accuracy matrices", ""]
+        top.append("![SGD momentum](results/momentum.png)")
+    lines += ["", *_grid(top, 2), "", "### Per-run accuracy matrices", ""]
+    mats = []
     for n in runs:
         if done[n] is not None:
             R = np.asarray(done[n]["R"]["per_seed"])
             _plots.accuracy_matrix(R, figs / f"{n}.png", n)
-            lines.append(f"![{n}](results/{n}.png)")
+            mats.append(f"![{n}](results/{n}.png)")
+    lines += [f'??? note "Accuracy matrices R[t, j] of the {len(mats)} runs"', ""]
+    lines += _grid(mats, 3, indent="    ")
     return "\n".join(lines) + "\n"
+
+
+def _grid(cells: list[str], columns: int, indent: str = "") -> list[str]:
+    """Images as a markdown table (styled by `.figure-grid` in docs/assets/extra.css)."""
+    cells = cells + [""] * (-len(cells) % columns)
+    rows = ["| " + " | ".join(cells[i : i + columns]) + " |" for i in range(0, len(cells), columns)]
+    head = ["|" + " |" * columns, "|" + "---|" * columns]
+    body = ['<div class="figure-grid" markdown>', "", *head, *rows, "", "</div>"]
+    return [indent + b if b else "" for b in body]
 
 
 def _observations(first: dict, acc_by: dict) -> list[str]:
