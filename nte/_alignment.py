@@ -11,7 +11,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import Array, Float, PyTree, Scalar, Shaped
+from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar, Shaped
 
 from ._errors import check_callable
 from ._model_checks import (
@@ -67,8 +67,8 @@ def gradient_alignment(
     loss_fn: Callable[[Any, Any, Any], Scalar],
     model: eqx.Module,
     model0: eqx.Module,
-    x: PyTree[Shaped[Array, "_batch ..."]],
-    y: PyTree[Shaped[Array, "_batch ..."]],
+    x: PyTree[Shaped[ArrayLike, "_batch ..."]],
+    y: PyTree[Shaped[ArrayLike, "_batch ..."]],
     *,
     batch_size: int | None = None,
 ) -> Float[Scalar, ""]:

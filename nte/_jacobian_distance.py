@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Float, PyTree, Scalar, Shaped
+from jaxtyping import ArrayLike, Float, PyTree, Scalar, Shaped
 
 from ._model_checks import check_batched, check_chunk, check_same_parameters
 from ._split import merge, split
@@ -51,7 +51,7 @@ def _mean_norms(model_a, model_b, x, batch_size):
 def jacobian_distance(
     model_a: eqx.Module,
     model_b: eqx.Module,
-    x: PyTree[Shaped[Array, "batch ..."]],
+    x: PyTree[Shaped[ArrayLike, "batch ..."]],
     *,
     relative: bool = False,
     batch_size: int | None = None,

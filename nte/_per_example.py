@@ -6,7 +6,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import numpy as np
-from jaxtyping import Array, PyTree, Scalar, Shaped
+from jaxtyping import ArrayLike, PyTree, Scalar, Shaped
 
 from ._errors import check_callable, check_module
 from ._split import merge, split
@@ -27,8 +27,8 @@ def batch_size(x: PyTree, name: str = "x") -> int:
 def per_example_grads(
     loss_fn: Callable[[Any, Any, Any], Scalar],
     model: eqx.Module,
-    x: PyTree[Shaped[Array, "_batch ..."]],
-    y: PyTree[Shaped[Array, "_batch ..."]],
+    x: PyTree[Shaped[ArrayLike, "_batch ..."]],
+    y: PyTree[Shaped[ArrayLike, "_batch ..."]],
     *,
     filter_spec: Any = eqx.is_inexact_array,
 ) -> PyTree:

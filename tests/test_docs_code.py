@@ -23,15 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Pages whose blocks are not converted yet (owned by other branches). Enabling a page is deleting
 # its line here.
-SKIP = {
-    "docs/tutorials/continual.md": "being converted on another branch",
-    "docs/tutorials/posterior.md": "being converted on another branch (first block: NameError)",
-    # Owned by another branch; its block passes a NumPy array where expert_log_likelihoods is
-    # annotated jax.Array, which the jaxtyping/beartype test hook rejects.
-    "README.md": "being edited on another branch (NumPy x fails the jaxtyping check)",
-}
+SKIP = {}
 # Pages whose code takes more than ~20 s on 2 CPU cores: run with `-m slow`.
 SLOW = {
+    "docs/tutorials/continual.md",
     "docs/tutorials/ewc.md",
     "docs/tutorials/hypernetworks.md",
     "docs/tutorials/wide_networks.md",

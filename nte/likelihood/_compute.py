@@ -6,7 +6,7 @@ from typing import Any
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import Array, Float, PyTree, Scalar, Shaped
+from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar, Shaped
 
 from .._errors import check_callable, check_module, check_params_shaped, check_positive
 from .._per_example import batch_size
@@ -33,8 +33,8 @@ def _check_removed(removed: dict) -> None:
 def expert_log_likelihoods(
     loss_fn: Callable[[Any, Any, Any], Scalar],
     model: eqx.Module,
-    x: PyTree[Shaped[Array, "_batch ..."]],
-    y: PyTree[Shaped[Array, "_batch ..."]],
+    x: PyTree[Shaped[ArrayLike, "_batch ..."]],
+    y: PyTree[Shaped[ArrayLike, "_batch ..."]],
     *,
     signs: PyTree,
     inv_temperature: float | int | Float[Array, ""],
