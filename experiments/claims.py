@@ -202,23 +202,34 @@ def _width_plot(acc_by: dict, path: Path) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.claims", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.claims",
+        description=__doc__,
+        formatter_class=continual.HelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (digits)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report")
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--tasks", type=int, default=5)
-    p.add_argument("--width", type=int, default=1000)
-    p.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], default=None)
-    p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--sgd-lr", type=float, default=0.01)
-    p.add_argument("--adam-lr", type=float, default=1e-3)
-    p.add_argument("--beta", type=float, default=0.01)
-    p.add_argument("--max-delta", type=float, default=0.1)
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--report", type=Path, default=None)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--dataset", default="fashion_mnist", help="a name for nte.data.load")
+    p.add_argument("--tasks", type=int, default=5, help="permuted tasks")
+    p.add_argument("--width", type=int, default=1000, help="hidden width of claim (a)")
+    p.add_argument(
+        "--widths",
+        type=lambda s: [int(w) for w in s.split(",")],
+        default=None,
+        help="comma-separated widths of claim (b) (None: the built-in sweep)",
+    )
+    p.add_argument("--depth", type=int, default=2, help="hidden layers")
+    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per run")
+    p.add_argument("--sgd-lr", type=float, default=0.01, help="step size of sgd")
+    p.add_argument("--adam-lr", type=float, default=1e-3, help="step size of adam")
+    p.add_argument("--beta", type=float, default=0.01, help="β of nte")
+    p.add_argument("--max-delta", type=float, default=0.1, help="clip of |Δ| of nte")
+    p.add_argument("--out", type=Path, default=None, help="output folder (None: runs/claims)")
+    p.add_argument("--report", type=Path, default=None, help="report file (None: docs/results.md)")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars"
+    )
     return p
 
 
