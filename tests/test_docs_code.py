@@ -26,9 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP = {
     "docs/tutorials/continual.md": "being converted on another branch",
     "docs/tutorials/posterior.md": "being converted on another branch (first block: NameError)",
-    # Owned by another branch; its block passes a NumPy array where expert_log_likelihoods is
-    # annotated jax.Array, which the jaxtyping/beartype test hook rejects.
-    "README.md": "being edited on another branch (NumPy x fails the jaxtyping check)",
 }
 # Pages whose code takes more than ~20 s on 2 CPU cores: run with `-m slow`.
 SLOW = {
