@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
     runs = continual.configs_from_args(ns, parser=p)  # every flag checked before any work
     args = vars(ns)
     write = _scale.setup(args)  # jax.distributed if asked; only process 0 writes
+    try:
+        _cli.check_devices(runs)  # the mesh fits the devices, before any file is written
+    except ValueError as e:
+        p.error(_cli.error_message(e))
     if not write:
         runs = {n: c.replace(progress=False) for n, c in runs.items()}
     out = Path(args["out"])

@@ -66,6 +66,9 @@ def test_cli_round_trip_through_config_json():
         ("--mesh bad", "--mesh must look like"),
         ("--devices 0", "--devices must be an int >= 1 or None, got 0"),
         ("--learner nte --invalid nope", "argument --invalid: invalid choice"),
+        ("--dataset nope", "--dataset must be one of digits, mnist, fashion_mnist, kmnist"),
+        ("--dataset mnist --source sklearn", "--source 'sklearn' does not provide 'mnist'"),
+        ("--mesh seed=64 --seeds 64", "--mesh {'seed': 64, 'data': 1} needs 64 devices"),
     ],
 )
 def test_bad_flags_are_one_line_errors_before_any_work(argv, match, capsys, tmp_path, monkeypatch):

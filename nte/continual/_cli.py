@@ -30,9 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data._load import _SPECS
 from ._config import SECTIONS, Config
 from ._fields import choices_of, help_text
 from ._learner import available_learners, learner_config
+from ._parallel import DataParallel
 
 # The command line's own defaults (every other default is the Config's): the learners run one
 # after another, and the folder that receives OUT/<learner>/.
@@ -263,7 +265,35 @@ def configs(args: dict[str, Any]) -> dict[str, Config]:
     for name in names:
         mine = {k: v for k, v in hyper.items() if name in flags.get(k, {name: None})}
         result[name] = Config(learner=name, out=str(out / name), **args, **mine)
+    _check_dataset(result[names[0]].data)
     return result
+
+
+def _check_dataset(data: Any) -> None:
+    """The dataset name against the source (as `nte.data.load` checks it), without loading."""
+    spec = _SPECS.get(data.dataset)
+    if spec is None and data.source != "tfds":
+        raise ValueError(
+            f"`dataset` must be one of {', '.join(_SPECS)} (or a tensorflow-datasets name with "
+            f"--source tfds), got {data.dataset!r}."
+        )
+    if spec is not None and data.source not in ("auto", "tfds", *spec.sources):
+        raise ValueError(
+            f"`source` {data.source!r} does not provide {data.dataset!r}; use one of "
+            f"{', '.join(('auto', *spec.sources))}."
+        )
+
+
+def check_devices(runs: dict[str, Config]) -> None:
+    """Build the device mesh of every config (a `ValueError` naming `mesh`, `devices`, `seeds`
+    or `batch_size` when it does not fit the devices); call it after `jax.distributed` starts."""
+    for config in runs.values():
+        DataParallel(config.training, config.devices)
+
+
+def error_message(e: Exception) -> str:
+    """A config error as a command-line message: `` `name` `` becomes `--name`."""
+    return re.sub(r"`(\w+)`", lambda m: _flag(m.group(1)), str(e))
 
 
 def configs_from_args(
@@ -291,4 +321,4 @@ def configs_from_args(
     try:
         return configs(vars(ns))
     except ValueError as e:
-        p.error(re.sub(r"`(\w+)`", lambda m: _flag(m.group(1)), str(e)))
+        p.error(error_message(e))
