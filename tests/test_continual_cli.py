@@ -172,10 +172,14 @@ def test_plots_have_integer_task_ticks_the_settings_and_an_error_bar_caption(mon
     assert [t.get_text() for t in figures[2].texts] == ["cells: mean over 3 seeds"]
 
 
-def test_cli_writes_config_metrics_and_plots(tmp_path):
+def test_cli_writes_config_metrics_and_plots(tmp_path, capsys):
     argv = "--tasks 2 --width 8 --depth 1 --learner sgd --seeds 2 --epochs 1 --lr 0.1 "
-    argv += f"--out {tmp_path} --no-progress"
+    argv += f"--out {tmp_path}"
     overview = cli.main(argv.split())
+    printed = capsys.readouterr()
+    assert "sgd task 1/2" in printed.err and "sgd task 2/2" in printed.err  # the progress bars
+    assert "settings: permuted-digits, 2 tasks, MLP 1×8, 1 epoch(s)" in printed.out
+    assert "ACC: mean final accuracy over tasks" in printed.out
     folder = tmp_path / "sgd"
     config = continual.Config.from_dict(json.loads((folder / "config.json").read_text()))
     assert config.data.tasks == 2 and config.training.seeds == 2
