@@ -24,7 +24,7 @@ from nte._internal._io import atomic_write_json, atomic_write_text
 
 from . import _plots
 from ._report import update_section
-from .continual import run_one
+from .continual import run_one, settings
 
 MOMENTA = (0.0, 0.9, 0.99)
 PAPER_A = {0.0: 0.886, 0.9: 0.70, 0.99: 0.31}
@@ -119,13 +119,14 @@ def report(args: argparse.Namespace, runs: dict[str, continual.Config], command:
     lines += ["", "### Observations (computed from the tables above)", ""]
     lines += _observations(first, acc_by)
     top = ["![accuracy vs width](results/acc_vs_width.png)"]
-    _width_plot(acc_by, figs / "acc_vs_width.png")
+    setting = f"permuted {base.data.dataset}, {base.data.tasks} tasks"
+    _width_plot(acc_by, figs / "acc_vs_width.png", f"{setting}, depth {base.model.depth}")
     finished = {n: np.asarray(d["R"]["per_seed"]) for n, d in done.items() if d is not None}
     if any(n.startswith("a-") for n in finished):
         _plots.compare(
             {n: R for n, R in finished.items() if n.startswith("a-")},
             figs / "momentum.png",
-            "SGD momentum",
+            f"SGD momentum: {settings(base)}",
         )
         top.append("![SGD momentum](results/momentum.png)")
     lines += ["", *_grid(top, 2), "", "### Per-run accuracy matrices", ""]
@@ -176,7 +177,7 @@ def _observations(first: dict, acc_by: dict) -> list[str]:
     return out or ["- No finished runs yet."]
 
 
-def _width_plot(acc_by: dict, path: Path) -> None:
+def _width_plot(acc_by: dict, path: Path, title: str) -> None:
     plt = _plots._plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for k, by_width in acc_by.items():
@@ -198,6 +199,8 @@ def _width_plot(acc_by: dict, path: Path) -> None:
     ax.set_ylabel("average accuracy after all tasks")
     ax.set_ylim(0, 1)
     ax.legend()
+    seeds = max((len(a) for by_width in acc_by.values() for a in by_width.values()), default=0)
+    _plots._caption(fig, ax, title, f"points: mean, error bars: std over {_plots._seeds(seeds)}")
     _plots._save(fig, path)
 
 

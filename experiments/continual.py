@@ -5,12 +5,12 @@
 
 Every field of the `nte.continual.Config` sections is a flag (`batch_size` ↔ `--batch-size`),
 with the Config's defaults; so is every learner hyperparameter (`--beta`, `--lr`, ...: each
-learner takes those it has, with its own defaults). `--learner` takes a comma-separated list
-(default `nte,sgd`) and runs each learner into `OUT/<learner>/` (default `runs/continual`) with
-`config.json`,
-`metrics.json` (R, ACC, BWT, FWT, forgetting, wall time, steps/s), `accuracy_matrix.png` and
-`per_task_accuracy.png`; `OUT/summary.json` and `OUT/comparison.png` compare them. Rerunning the
-same command resumes an interrupted run from its checkpoints.
+learner takes those it has, with its own defaults). The flags are generated from the Config's
+field metadata by `nte.continual.parser`. `--learner` takes a comma-separated list (default
+`nte,sgd`) and runs each learner into `OUT/<learner>/` (default `runs/continual`) with
+`config.json`, `metrics.json` (R, ACC, BWT, FWT, forgetting, wall time, steps/s),
+`accuracy_matrix.png` and `per_task_accuracy.png`; `OUT/summary.json` and `OUT/comparison.png`
+compare them. Rerunning the same command resumes an interrupted run from its checkpoints.
 
 `--devices N` / `--mesh seed=2,data=2` choose the devices (default: all); on several hosts run the
 same command on each with `--coordinator HOST:PORT --num-processes N --process-id I` (see
@@ -33,11 +33,6 @@ PROG = "python -m experiments.continual"
 def parser():
     """The command line: `nte.continual.parser` with this script's usage and description."""
     return continual.parser(prog=PROG, description=__doc__)
-
-
-def configs(args: dict) -> dict[str, continual.Config]:
-    """One Config per learner of `args` (parsed flags; a `ValueError` for a bad one)."""
-    return _cli.configs(args)
 
 
 def run_one(config: continual.Config, write: bool = True, **run_kwargs) -> dict:
