@@ -131,7 +131,7 @@ def run_learner(name, args, data, steps_per_task):
     return result, summary
 
 
-def _plots(out, results):
+def _plots(out, results, title: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,8 +156,10 @@ def _plots(out, results):
         ax.set_xticks(range(1, R.shape[0] + 1))
         ax.set_title(name)
         ax.set_xlabel("tasks trained")
-    axes[0][0].set_ylabel("test accuracy of each task (mean over seeds)")
-    axes[0][-1].legend(fontsize=6, ncol=2, loc="lower left", title="accuracy on")
+    axes[0][0].set_ylabel("test accuracy (mean over seeds)")
+    axes[0][-1].legend(
+        fontsize=7, title="accuracy on", loc="center left", bbox_to_anchor=(1.02, 0.5)
+    )
     figs["task_curves.png"] = fig
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -181,6 +183,7 @@ def _plots(out, results):
     ax.legend()
     figs["accuracy_vs_sparsity.png"] = fig
     for fname, fig in figs.items():
+        fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         atomic_savefig(fig, os.path.join(out, fname), dpi=110)
 
@@ -211,7 +214,11 @@ def main():
         )
         _write_json(args, steps_per_task, results)  # after every learner: partial results
     print(REFERENCE)
-    _plots(args.out, results)
+    title = (
+        f"permuted {args.dataset}, {args.tasks} tasks, MLP {args.depth}×{args.width}, "
+        f"{args.epochs} epoch(s), batch {args.batch_size}; mean over {args.seeds} seed(s)"
+    )
+    _plots(args.out, results, title)
     print(f"wrote {args.out}/metrics.json and PNGs")
 
 
