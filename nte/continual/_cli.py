@@ -66,12 +66,20 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
 
+_ints.__name__ = "comma-separated ints"  # argparse names the type in its errors
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def _flag_kwargs(kind: Any, choices: Sequence[str] | None) -> dict[str, Any]:
     """argparse keywords for a field annotated `kind`."""
     if kind is bool:
         return {"action": argparse.BooleanOptionalAction}
     if kind in (tuple[int, ...], collections.abc.Sequence[int]):
-        _ints.__name__ = "comma-separated ints"
         return {"type": _ints, "metavar": "INT,INT,..."}
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(kind) if a is not type(None)][0]
@@ -122,7 +130,7 @@ def _learner_help(owners: dict[str, dataclasses.Field]) -> str:
         (text,) = texts
     else:
         text = "; ".join(f"{', '.join(names)}: {t}" for t, names in texts.items())
-    defaults = ", ".join(f"{n} {_show(f.default)}" for n, f in owners.items())
+    defaults = ", ".join(f"{n} {_show(_default(f))}" for n, f in owners.items())
     return _escape(f"{text} (default: {defaults})")
 
 
@@ -141,7 +149,7 @@ def _add_learner_groups(p: argparse.ArgumentParser, default: str) -> None:
     for name in _learner_order(default):
         cls = type(learner_config(name))
         fields = dataclasses.fields(cls)
-        takes = " ".join(f"{_flag(f.name)} {_show(f.default)}" for f in fields)
+        takes = " ".join(f"{_flag(f.name)} {_show(_default(f))}" for f in fields)
         takes = f"Flags of --learner {name} (its defaults): {takes}"
         takes = textwrap.fill(takes, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
         desc = f"{_summary(cls)}\n{takes}"
@@ -192,8 +200,8 @@ def _add_section(p: argparse.ArgumentParser, name: str, cls: type, out: str) -> 
             group.add_argument("--out", default=out, help="output folder: OUT/<learner>/ per "
                                "learner, with config.json, metrics.json and plots")  # fmt: skip
             continue
-        kwargs = _flag_kwargs(hints[f.name], choices_of(f))
-        group.add_argument(_flag(f.name), default=f.default, help=_escape(help_text(f)), **kwargs)
+        kw = _flag_kwargs(hints[f.name], choices_of(f))
+        group.add_argument(_flag(f.name), default=_default(f), help=_escape(help_text(f)), **kw)
     return group
 
 
