@@ -16,13 +16,27 @@ def _plt():
     return plt
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def _caption(fig, ax, title: str, caption: str) -> None:
+    """The title (the settings) and a caption under the axes (what the marks and bars are)."""
+    ax.set_title(title, fontsize=9)
+    fig.text(0.5, -0.03, caption, ha="center", va="top", fontsize=8)
+
+
+def _integer_ticks(ax, T: int) -> None:
+    ax.set_xticks(range(1, T + 1), [str(t) for t in range(1, T + 1)])
+
+
 def _save(fig, path: Path) -> None:
     atomic_savefig(fig, path, dpi=120, bbox_inches="tight")
     _plt().close(fig)
 
 
 def accuracy_matrix(R: np.ndarray, path: Path, title: str) -> None:
-    """Heatmap of the mean (over seeds) accuracy matrix R[t, j]."""
+    """Heatmap of the mean (over seeds) accuracy matrix R[t, j] (`title`: the settings)."""
     plt = _plt()
     mean = np.nanmean(R, axis=0)
     T = mean.shape[0]
@@ -36,13 +50,14 @@ def accuracy_matrix(R: np.ndarray, path: Path, title: str) -> None:
     ax.set_yticks(range(T), [str(t + 1) for t in range(T)])
     ax.set_xlabel("evaluated on task j")
     ax.set_ylabel("after training task t")
-    ax.set_title(title)
+    _caption(fig, ax, title, f"cells: mean over {_seeds(R.shape[0])}")
     fig.colorbar(im, ax=ax, fraction=0.046)
     _save(fig, path)
 
 
 def per_task_accuracy(R: np.ndarray, path: Path, title: str) -> None:
-    """Accuracy on each task j (mean ± std over seeds) vs the number of tasks seen."""
+    """Accuracy on each task j (mean ± std over seeds) vs the number of tasks seen
+    (`title`: the settings)."""
     plt = _plt()
     T = R.shape[-1]
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -55,14 +70,15 @@ def per_task_accuracy(R: np.ndarray, path: Path, title: str) -> None:
     ax.set_xlabel("tasks seen")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
-    ax.set_xticks(seen)
-    ax.set_title(title)
+    _integer_ticks(ax, T)
+    _caption(fig, ax, title, f"points: mean, error bars: std over {_seeds(R.shape[0])}")
     ax.legend(fontsize=7, ncol=2)
     _save(fig, path)
 
 
 def compare(results: dict[str, np.ndarray], path: Path, title: str) -> None:
-    """Mean accuracy over the tasks seen so far, one line per run (mean ± std over seeds)."""
+    """Mean accuracy over the tasks seen so far, one line per run (mean ± std over seeds;
+    `title`: the settings)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, R in results.items():
@@ -74,6 +90,8 @@ def compare(results: dict[str, np.ndarray], path: Path, title: str) -> None:
     ax.set_xlabel("tasks seen")
     ax.set_ylabel("mean accuracy on seen tasks")
     ax.set_ylim(0, 1)
-    ax.set_title(title)
+    _integer_ticks(ax, max(R.shape[-1] for R in results.values()))
+    seeds = max(R.shape[0] for R in results.values())
+    _caption(fig, ax, title, f"points: mean, error bars: std over {_seeds(seeds)}")
     ax.legend(fontsize=8)
     _save(fig, path)

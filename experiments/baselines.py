@@ -65,19 +65,35 @@ def subset(dataset: data.Dataset, n_train: int, n_test: int, seed: int = 0) -> d
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.baselines", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.baselines",
+        description=__doc__,
+        formatter_class=continual.HelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="3 tasks, 2 seeds, tiny subsets")
-    p.add_argument("--learners", default=",".join(LEARNERS))
-    p.add_argument("--tasks", type=int, default=10)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--train-examples", type=int, default=12800)
-    p.add_argument("--test-examples", type=int, default=2000)
-    p.add_argument("--end-task-examples", type=int, default=512)
-    p.add_argument("--single-task", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--out", default="runs/baselines")
+    p.add_argument("--learners", default=",".join(LEARNERS), help="comma-separated learners")
+    p.add_argument("--tasks", type=int, default=10, help="permuted tasks")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per learner")
+    p.add_argument("--width", type=int, default=256, help="hidden width")
+    p.add_argument("--epochs", type=int, default=1, help="passes over each task")
+    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
+    p.add_argument(
+        "--train-examples", type=int, default=12800, help="training images kept per task"
+    )
+    p.add_argument("--test-examples", type=int, default=2000, help="test images kept")
+    p.add_argument(
+        "--end-task-examples",
+        type=int,
+        default=512,
+        help="examples given to end_task (EWC's Fisher)",
+    )
+    p.add_argument(
+        "--single-task",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train one task alone (the upper reference)",
+    )
+    p.add_argument("--out", default="runs/baselines", help="output folder")
     return p
 
 

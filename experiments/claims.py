@@ -24,7 +24,7 @@ from nte._internal._io import atomic_write_json, atomic_write_text
 
 from . import _plots
 from ._report import update_section
-from .continual import run_one
+from .continual import run_one, settings
 
 MOMENTA = (0.0, 0.9, 0.99)
 PAPER_A = {0.0: 0.886, 0.9: 0.70, 0.99: 0.31}
@@ -119,13 +119,14 @@ def report(args: argparse.Namespace, runs: dict[str, continual.Config], command:
     lines += ["", "### Observations (computed from the tables above)", ""]
     lines += _observations(first, acc_by)
     top = ["![accuracy vs width](results/acc_vs_width.png)"]
-    _width_plot(acc_by, figs / "acc_vs_width.png")
+    setting = f"permuted {base.data.dataset}, {base.data.tasks} tasks"
+    _width_plot(acc_by, figs / "acc_vs_width.png", f"{setting}, depth {base.model.depth}")
     finished = {n: np.asarray(d["R"]["per_seed"]) for n, d in done.items() if d is not None}
     if any(n.startswith("a-") for n in finished):
         _plots.compare(
             {n: R for n, R in finished.items() if n.startswith("a-")},
             figs / "momentum.png",
-            "SGD momentum",
+            f"SGD momentum: {settings(base)}",
         )
         top.append("![SGD momentum](results/momentum.png)")
     lines += ["", *_grid(top, 2), "", "### Per-run accuracy matrices", ""]
@@ -176,7 +177,7 @@ def _observations(first: dict, acc_by: dict) -> list[str]:
     return out or ["- No finished runs yet."]
 
 
-def _width_plot(acc_by: dict, path: Path) -> None:
+def _width_plot(acc_by: dict, path: Path, title: str) -> None:
     plt = _plots._plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for k, by_width in acc_by.items():
@@ -198,27 +199,40 @@ def _width_plot(acc_by: dict, path: Path) -> None:
     ax.set_ylabel("average accuracy after all tasks")
     ax.set_ylim(0, 1)
     ax.legend()
+    seeds = max((len(a) for by_width in acc_by.values() for a in by_width.values()), default=0)
+    _plots._caption(fig, ax, title, f"points: mean, error bars: std over {_plots._seeds(seeds)}")
     _plots._save(fig, path)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.claims", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.claims",
+        description=__doc__,
+        formatter_class=continual.HelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (digits)")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report")
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--tasks", type=int, default=5)
-    p.add_argument("--width", type=int, default=1000)
-    p.add_argument("--widths", type=lambda s: [int(w) for w in s.split(",")], default=None)
-    p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--sgd-lr", type=float, default=0.01)
-    p.add_argument("--adam-lr", type=float, default=1e-3)
-    p.add_argument("--beta", type=float, default=0.01)
-    p.add_argument("--max-delta", type=float, default=0.1)
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--report", type=Path, default=None)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--dataset", default="fashion_mnist", help="a name for nte.data.load")
+    p.add_argument("--tasks", type=int, default=5, help="permuted tasks")
+    p.add_argument("--width", type=int, default=1000, help="hidden width of claim (a)")
+    p.add_argument(
+        "--widths",
+        type=lambda s: [int(w) for w in s.split(",")],
+        default=None,
+        help="comma-separated widths of claim (b) (None: the built-in sweep)",
+    )
+    p.add_argument("--depth", type=int, default=2, help="hidden layers")
+    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per run")
+    p.add_argument("--sgd-lr", type=float, default=0.01, help="step size of sgd")
+    p.add_argument("--adam-lr", type=float, default=1e-3, help="step size of adam")
+    p.add_argument("--beta", type=float, default=0.01, help="β of nte")
+    p.add_argument("--max-delta", type=float, default=0.1, help="clip of |Δ| of nte")
+    p.add_argument("--out", type=Path, default=None, help="output folder (None: runs/claims)")
+    p.add_argument("--report", type=Path, default=None, help="report file (None: docs/results.md)")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars"
+    )
     return p
 
 

@@ -5,133 +5,34 @@
 
 Every field of the `nte.continual.Config` sections is a flag (`batch_size` ↔ `--batch-size`),
 with the Config's defaults; so is every learner hyperparameter (`--beta`, `--lr`, ...: each
-learner takes those it has, with its own defaults). `--learner` takes a comma-separated list
-(default `nte,sgd`) and runs each learner into `OUT/<learner>/` (default `runs/continual`) with
-`config.json`,
-`metrics.json` (R, ACC, BWT, FWT, forgetting, wall time, steps/s), `accuracy_matrix.png` and
-`per_task_accuracy.png`; `OUT/summary.json` and `OUT/comparison.png` compare them. Rerunning the
-same command resumes an interrupted run from its checkpoints.
+learner takes those it has, with its own defaults). The flags are generated from the Config's
+field metadata by `nte.continual.parser`. `--learner` takes a comma-separated list (default
+`nte,sgd`) and runs each learner into `OUT/<learner>/` (default `runs/continual`) with
+`config.json`, `metrics.json` (R, ACC, BWT, FWT, forgetting, wall time, steps/s),
+`accuracy_matrix.png` and `per_task_accuracy.png`; `OUT/summary.json` and `OUT/comparison.png`
+compare them. Rerunning the same command resumes an interrupted run from its checkpoints.
 
 `--devices N` / `--mesh seed=2,data=2` choose the devices (default: all); on several hosts run the
 same command on each with `--coordinator HOST:PORT --num-processes N --process-id I` (see
 docs/scale.md). Only process 0 writes files.
 """
 
-import argparse
-import collections.abc
-import dataclasses
-import json
+import textwrap
 import time
-import types
-import typing
 from pathlib import Path
 
 from nte import continual
 from nte._internal._io import atomic_write_json
+from nte.continual import _cli
 
 from . import _plots, _scale
 
-# The command line's own defaults (every other default is the Config's): the learners it runs
-# one after another, and the folder that receives OUT/<learner>/.
-LEARNERS = "nte,sgd"
-OUT = "runs/continual"
+PROG = "python -m experiments.continual"
 
 
-def _section_classes() -> dict[str, type]:
-    """The Config sections other than the learner's, by name."""
-    hints = typing.get_type_hints(continual.Config)
-    return {f.name: hints[f.name] for f in dataclasses.fields(continual.Config)
-            if f.name != "learner"}  # fmt: skip
-
-
-def _learner_class(name: str) -> type:
-    return type(continual.learner_config(name))
-
-
-def _help(f: dataclasses.Field) -> str:
-    return f.metadata.get("help", "")
-
-
-def _optional(inner):
-    return lambda text: None if text.lower() == "none" else inner(text)
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
-
-
-def _flag_type(kind) -> dict:
-    """argparse keywords for a field annotated `kind`."""
-    if kind is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if kind in (tuple[int, ...], collections.abc.Sequence[int]):
-        return {"type": _ints, "metavar": "INT,INT,..."}
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(kind) if a is not type(None)][0]
-        return {"type": _optional(inner), "metavar": f"{inner.__name__}|none"}
-    return {"type": kind}
-
-
-def learner_fields() -> dict[str, tuple[type, str, dict[str, object]]]:
-    """Every hyperparameter of every registered learner: (type, help, {learner: default})."""
-    out: dict = {}
-    for name in continual.available_learners():
-        cls = _learner_class(name)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            entry = out.setdefault(f.name, (hints[f.name], _help(f), {}))
-            entry[2][name] = f.default if f.default is not dataclasses.MISSING else None
-    return out
-
-
-def parser() -> argparse.ArgumentParser:
-    """One flag per field of the Config sections, one per learner hyperparameter."""
-    p = argparse.ArgumentParser(prog="python -m experiments.continual", description=__doc__)
-    p.add_argument("--learner", default=LEARNERS, help="comma-separated learner names")
-    p.add_argument("--out", default=OUT, help="output folder (one sub-folder per learner)")
-    for section, cls in _section_classes().items():
-        group = p.add_argument_group(section)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if f.name == "out":
-                continue
-            kw = _flag_type(hints[f.name])
-            flag = "--" + f.name.replace("_", "-")
-            group.add_argument(flag, default=f.default, help=_help(f), **kw)
-    group = p.add_argument_group("learner hyperparameters (each learner takes those it has)")
-    for name, (kind, text, defaults) in learner_fields().items():
-        info = ", ".join(f"{k} {v}" for k, v in defaults.items())
-        flag = "--" + name.replace("_", "-")
-        group.add_argument(flag, default=argparse.SUPPRESS, help=f"{text} ({info})",
-                           **_flag_type(kind))  # fmt: skip
-    group.add_argument("--learner-kwargs", type=json.loads, default={}, metavar="JSON",
-                       help="more learner hyperparameters, as a JSON object")  # fmt: skip
-    _scale.add_flags(p)
-    return p
-
-
-def configs(args: dict) -> dict[str, continual.Config]:
-    """One Config per learner of `args` (parsed flags): each learner takes the learner flags
-    it has; a learner flag that no chosen learner has is an error."""
-    args = dict(args)
-    names = [n.strip() for n in args.pop("learner").split(",") if n.strip()]
-    out = Path(args.pop("out"))
-    hyper = {
-        **args.pop("learner_kwargs"),
-        **{k: args.pop(k) for k in learner_fields() if k in args},
-    }
-    for name in names:
-        continual.learner_config(name)  # an unknown name: a ValueError naming `learner`
-    owned = {k for n in names for k in (f.name for f in dataclasses.fields(_learner_class(n)))}
-    unused = sorted(set(hyper) - owned)
-    if unused:
-        raise ValueError(f"learner flags {unused} belong to none of the learners {names}.")
-    result = {}
-    for name in names:
-        own = {f.name for f in dataclasses.fields(_learner_class(name))}
-        mine = {k: v for k, v in hyper.items() if k in own}
-        result[name] = continual.Config(learner=name, out=str(out / name), **args, **mine)
-    return result
+def parser():
+    """The command line: `nte.continual.parser` with this script's usage and description."""
+    return continual.parser(prog=PROG, description=__doc__)
 
 
 def run_one(config: continual.Config, write: bool = True, **run_kwargs) -> dict:
@@ -147,7 +48,7 @@ def run_one(config: continual.Config, write: bool = True, **run_kwargs) -> dict:
         return {"summary": summary, "R": result.R, "finished": result.finished}
     atomic_write_json(out / "metrics.json", summary)
     if result.finished:
-        title = f"{config.learner.name} on {config.data.scenario}-{config.data.dataset}"
+        title = f"{config.learner.name}: {settings(config)}"
         _plots.accuracy_matrix(result.R, out / "accuracy_matrix.png", title)
         _plots.per_task_accuracy(result.R, out / "per_task_accuracy.png", title)
     return {"summary": summary, "R": result.R, "finished": result.finished}
@@ -158,31 +59,62 @@ def _fmt(stat: dict) -> str:
     return "nan" if mean is None else f"{mean:.3f} ± {std:.3f}"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = parser()
-    args = vars(p.parse_args(argv))
-    write = _scale.setup(args)  # jax.distributed if asked; only process 0 writes
-    args["progress"] = args["progress"] and write
-    out = Path(args["out"])
-    try:
-        runs = configs(args)
-    except ValueError as e:
-        p.error(str(e))
-    t0 = time.perf_counter()
-    results = {name: run_one(config, write) for name, config in runs.items()}
-    rows = [f"{'learner':<12} {'ACC':>15} {'BWT':>15} {'FWT':>15} {'steps/s':>9} {'time':>7}"]
+LEGEND = (
+    "ACC: mean final accuracy over tasks; BWT: backward transfer (final minus just-trained "
+    "accuracy, old tasks); FWT: forward transfer (accuracy just before training a task minus "
+    "the untrained model's); forgetting: best earlier minus final accuracy, mean over old "
+    "tasks. Each mean ± std over seeds."
+)
+
+
+def settings(config: continual.Config) -> str:
+    """The settings shared by the learners of one command, on one line."""
+    d, m, t = config.data, config.model, config.training
+    return (
+        f"{d.scenario}-{d.dataset}, {d.tasks} tasks, MLP {m.depth}×{m.width}, "
+        f"{t.epochs} epoch(s), batch {t.batch_size}, {t.seeds} seed(s)"
+    )
+
+
+STATS = ("ACC", "BWT", "FWT", "mean_forgetting")
+
+
+def table(results: dict[str, dict], runs: dict[str, continual.Config]) -> str:
+    """The final table: the settings, one row per learner, its hyperparameters, a legend."""
+    head = f"{'learner':<12} {'ACC':>15} {'BWT':>15} {'FWT':>15} {'forgetting':>15}"
+    rows = [f"settings: {settings(next(iter(runs.values())))}", head + "  steps/s    time"]
     for name, r in results.items():
         s = r["summary"]
-        rows.append(
-            f"{name:<12} {_fmt(s['ACC']):>15} {_fmt(s['BWT']):>15} {_fmt(s['FWT']):>15} "
-            f"{s['steps_per_second']:>9.0f} {s['wall_time_s']:>6.1f}s"
-        )
+        stats = " ".join(f"{_fmt(s[k]):>15}" for k in STATS)
+        rows.append(f"{name:<12} {stats} {s['steps_per_second']:>8.0f} {s['wall_time_s']:>6.1f}s")
+    for name in results:
+        hp = ", ".join(f"{k}={v}" for k, v in runs[name].learner.to_dict().items() if k != "name")
+        rows.append(textwrap.fill(f"{name}: {hp}", 100, subsequent_indent="    "))
+    return "\n".join([*rows, textwrap.fill(LEGEND, 100)])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = parser()
+    ns = p.parse_args(argv)
+    runs = continual.configs_from_args(ns, parser=p)  # every flag checked before any work
+    args = vars(ns)
+    write = _scale.setup(args)  # jax.distributed if asked; only process 0 writes
+    try:
+        _cli.check_devices(runs)  # the mesh fits the devices, before any file is written
+    except ValueError as e:
+        p.error(_cli.error_message(e))
+    if not write:
+        runs = {n: c.replace(progress=False) for n, c in runs.items()}
+    out = Path(args["out"])
+    t0 = time.perf_counter()
+    results = {name: run_one(config, write) for name, config in runs.items()}
     if not write:
         return {n: r["summary"] for n, r in results.items()}
-    print("\n".join(rows))
+    print(table(results, runs))
     finished = {n: r["R"] for n, r in results.items() if r["finished"]}
     if finished:
-        _plots.compare(finished, out / "comparison.png", f"{args['scenario']}-{args['dataset']}")
+        title = settings(next(iter(runs.values())))
+        _plots.compare(finished, out / "comparison.png", title)
     total = time.perf_counter() - t0
     overview = {n: r["summary"] for n, r in results.items()} | {"total_wall_time_s": total}
     atomic_write_json(out / "summary.json", overview)

@@ -1,4 +1,4 @@
-"""The main job for now: linearize an MLP on sklearn digits and print its empirical NTK.
+"""A first look: linearize an MLP on sklearn digits and print its empirical NTK.
 
 Trains the linearization f(θ0) + J(θ0)(θ − θ0) of a small MLP for a few hundred steps of SGD on
 sklearn's 8×8 digits, compares it with the network trained the same way, and prints the
@@ -51,10 +51,14 @@ def _accuracy(model, x, y) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--lr", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.demo",
+        description=__doc__,
+        formatter_class=nte.continual.HelpFormatter,
+    )
+    parser.add_argument("--steps", type=int, default=200, help="SGD steps")
+    parser.add_argument("--lr", type=float, default=0.5, help="SGD step size")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed")
     args = parser.parse_args()
     x, y, x_test, y_test = _data()
     model0 = nte.nn.MLP(64, 128, 2, 10, parameterization="ntk", key=jax.random.key(args.seed))

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ._help import HelpFormatter
+
 ROOT = Path(__file__).resolve().parent.parent
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _ELEMENT = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
@@ -70,9 +72,11 @@ def check_page(page: str, out: Path, *, build: bool = True, size: str = "1200,16
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m experiments.docs_screenshot",
+        description=__doc__,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--page", default="math", help="built page to check (default: math)")
+    parser.add_argument("--page", default="math", help="built page to check")
     parser.add_argument("--out", type=Path, default=ROOT / "site" / "math.png", help="screenshot")
     parser.add_argument("--no-build", action="store_true", help="reuse the existing site/")
     parser.add_argument("--size", default="1200,1600", help="window size WIDTH,HEIGHT")

@@ -33,18 +33,28 @@ DEPTH, BIAS_STD = 2, 0.1
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048, 4096])
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.infinite_width",
+        description=__doc__,
+        formatter_class=nte.continual.HelpFormatter,
+    )
+    p.add_argument(
+        "--widths",
+        type=int,
+        nargs="+",
+        default=[64, 128, 256, 512, 1024, 2048, 4096],
+        help="network widths of (a)",
+    )
     p.add_argument("--seeds", type=int, default=5, help="initializations per width in (a)")
     p.add_argument("--n-kernel", type=int, default=32, help="images in (a)")
-    p.add_argument("--n-train", type=int, default=1000)
-    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--n-train", type=int, default=1000, help="training images")
+    p.add_argument("--n-test", type=int, default=1000, help="test images")
     p.add_argument("--net-width", type=int, default=512, help="width of the trained networks")
-    p.add_argument("--net-seeds", type=int, default=2)
+    p.add_argument("--net-seeds", type=int, default=2, help="trained networks per setting")
     p.add_argument("--steps", type=int, default=300, help="full-batch gradient-descent steps")
     p.add_argument("--lr-fraction", type=float, default=1.0, help="η·λ_max(Θ) (stable below 2)")
     p.add_argument("--diag-reg", type=float, default=1e-4, help="ridge at t = ∞, × mean diag")
-    p.add_argument("--out", default="runs/infinite_width")
+    p.add_argument("--out", default="runs/infinite_width", help="output folder")
     return p.parse_args(argv)
 
 

@@ -42,19 +42,30 @@ CONFIG_KEYS = (
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--widths", type=int, nargs="+", default=[10, 30, 100, 300, 1000])
-    p.add_argument("--seeds", type=int, default=5)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.jacobian_distance",
+        description=__doc__,
+        formatter_class=nte.continual.HelpFormatter,
+    )
+    p.add_argument(
+        "--widths", type=int, nargs="+", default=[10, 30, 100, 300, 1000], help="network widths"
+    )
+    p.add_argument("--seeds", type=int, default=5, help="seeds per width")
     p.add_argument("--depth", type=int, default=2, help="hidden layers")
-    p.add_argument("--parameterization", default="standard", choices=["standard", "ntk"])
+    p.add_argument(
+        "--parameterization",
+        default="standard",
+        choices=["standard", "ntk"],
+        help="parameterization of the MLP",
+    )
     p.add_argument("--epochs", type=int, default=2, help="epochs on task 1 (the paper's 2)")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.01, help="SGD step size")
+    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
     p.add_argument("--eval-examples", type=int, default=256, help="test images for the distance")
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--out", default="runs/jacobian_distance")
+    p.add_argument("--dataset", default="fashion_mnist", help="a name for nte.data.load")
+    p.add_argument("--out", default="runs/jacobian_distance", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
 

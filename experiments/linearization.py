@@ -29,16 +29,28 @@ COLUMNS = [
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="digits", choices=["digits", "fashion_mnist"])
-    p.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.linearization",
+        description=__doc__,
+        formatter_class=nte.continual.HelpFormatter,
+    )
+    p.add_argument(
+        "--dataset", default="digits", choices=["digits", "fashion_mnist"], help="the dataset"
+    )
+    p.add_argument(
+        "--widths",
+        type=int,
+        nargs="+",
+        default=[64, 128, 256, 512, 1024, 2048],
+        help="network widths",
+    )
     p.add_argument("--depth", type=int, default=1, help="hidden layers")
-    p.add_argument("--n-train", type=int, default=256)
-    p.add_argument("--n-test", type=int, default=256)
+    p.add_argument("--n-train", type=int, default=256, help="training images")
+    p.add_argument("--n-test", type=int, default=256, help="test images")
     p.add_argument("--steps", type=int, default=1000, help="full-batch gradient steps")
     p.add_argument("--lr-fraction", type=float, default=0.5, help="η as a fraction of 2/λ_max")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/linearization")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    p.add_argument("--out", default="runs/linearization", help="output folder")
     return p.parse_args(argv)
 
 

@@ -94,11 +94,15 @@ def _plot(curves, path: str, beta: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--beta", type=float, default=0.05)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--out", default="docs/tutorials/img/pruned_experts.png")
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.posterior_tutorial",
+        description=__doc__,
+        formatter_class=nte.continual.HelpFormatter,
+    )
+    parser.add_argument("--beta", type=float, default=0.05, help="β of the posterior")
+    parser.add_argument("--steps", type=int, default=300, help="posterior steps")
+    parser.add_argument("--batch", type=int, default=32, help="examples per step")
+    parser.add_argument("--out", default="docs/tutorials/img/pruned_experts.png", help="the figure")
     args = parser.parse_args()
     print("beta      relative error of the first-order prediction")
     for beta, err in first_order_table():

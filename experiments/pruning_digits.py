@@ -57,16 +57,22 @@ def run(model, opt, data, *, steps, batch, every, key):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--rate", type=float, default=0.01)
-    parser.add_argument("--momentum", type=float, default=0.99)
-    parser.add_argument("--every", type=int, default=50, help="(every 5 steps before 100)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="docs/tutorials/img/pruning_digits.png")
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.pruning_digits",
+        description=__doc__,
+        formatter_class=nte.continual.HelpFormatter,
+    )
+    parser.add_argument("--width", type=int, default=512, help="hidden width")
+    parser.add_argument("--depth", type=int, default=2, help="hidden layers")
+    parser.add_argument("--steps", type=int, default=1000, help="pruning steps")
+    parser.add_argument("--batch", type=int, default=128, help="examples per step")
+    parser.add_argument("--rate", type=float, default=0.01, help="fraction pruned per step")
+    parser.add_argument("--momentum", type=float, default=0.99, help="score EMA momentum")
+    parser.add_argument(
+        "--every", type=int, default=50, help="evaluate every k steps (every 5 steps before 100)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    parser.add_argument("--out", default="docs/tutorials/img/pruning_digits.png", help="the figure")
     args = parser.parse_args()
 
     data = _data(args.seed)

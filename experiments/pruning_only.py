@@ -23,32 +23,51 @@ REFERENCE = (
 )
 
 
-def _args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--source", default="auto")
-    p.add_argument("--tasks", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--lr", type=float, default=0.1, help="sgd and magnitude")
-    p.add_argument("--beta", type=float, default=0.01)
-    p.add_argument("--max-delta", type=float, default=None)
-    p.add_argument("--rate", type=float, default=0.01)
-    p.add_argument("--score-momentum", type=float, default=0.99)
-    p.add_argument("--cutoff", default="gaussian", choices=["gaussian", "quantile"])
-    p.add_argument("--target-sparsity", type=float, default=0.9)
-    p.add_argument(
-        "--learners",
-        default="prune_only,prune_only_init,nte,sgd,magnitude",
-        help="comma-separated names from nte.continual.available_learners()",
+def _learners(text: str) -> str:
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in nte.continual.available_learners()]
+    if unknown or not names:
+        known = ", ".join(nte.continual.available_learners())
+        raise argparse.ArgumentTypeError(f"{','.join(unknown) or text!r}: not in {known}")
+    return text
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.pruning_only",
+        description=__doc__,
+        formatter_class=nte.continual.HelpFormatter,
     )
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results/pruning_only")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args()
+    p.add_argument("--dataset", default="digits", help="a name for nte.data.load")
+    p.add_argument("--source", default="auto", choices=["auto", "sklearn", "idx", "tfds"],
+                   help="where nte.data.load reads the dataset")  # fmt: skip
+    p.add_argument("--tasks", type=int, default=10, help="permuted tasks")
+    p.add_argument("--epochs", type=int, default=1, help="passes over each task")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step")
+    p.add_argument("--width", type=int, default=256, help="hidden width of the MLP")
+    p.add_argument("--depth", type=int, default=2, help="hidden layers of the MLP")
+    p.add_argument("--lr", type=float, default=0.1, help="step size of sgd and magnitude")
+    p.add_argument("--beta", type=float, default=0.01, help="β of nte")
+    p.add_argument("--max-delta", type=float, default=None, help="clip of |Δ| of nte")
+    p.add_argument("--rate", type=float, default=0.01, help="pruning rate of prune_only*")
+    p.add_argument("--score-momentum", type=float, default=0.99,
+                   help="score EMA momentum of prune_only*")  # fmt: skip
+    p.add_argument("--cutoff", default="gaussian", choices=["gaussian", "quantile"],
+                   help="cutoff rule of prune_only*")  # fmt: skip
+    p.add_argument("--target-sparsity", type=float, default=0.9,
+                   help="final sparsity of magnitude")  # fmt: skip
+    p.add_argument("--learners", type=_learners,
+                   default="prune_only,prune_only_init,nte,sgd,magnitude",
+                   help="comma-separated learner names")  # fmt: skip
+    p.add_argument("--seeds", type=int, default=1, help="seeds per learner")
+    p.add_argument("--seed", type=int, default=0, help="the first seed")
+    p.add_argument("--out", default="results/pruning_only", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _args():
+    return parser().parse_args()
 
 
 def _learner_kwargs(name, args, steps_per_task):
@@ -112,7 +131,7 @@ def run_learner(name, args, data, steps_per_task):
     return result, summary
 
 
-def _plots(out, results):
+def _plots(out, results, title: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,11 +151,15 @@ def _plots(out, results):
     for ax, name in zip(axes[0], names):
         R = np.asarray(results[name]["R"]["mean"])
         for j in range(R.shape[1]):
-            ax.plot(np.arange(j, R.shape[0]) + 1, R[j:, j], marker=".")
+            ax.plot(np.arange(j, R.shape[0]) + 1, R[j:, j], marker=".", label=f"task {j + 1}")
         ax.set_ylim(0, 1)
+        ax.set_xticks(range(1, R.shape[0] + 1))
         ax.set_title(name)
         ax.set_xlabel("tasks trained")
-    axes[0][0].set_ylabel("test accuracy of each task")
+    axes[0][0].set_ylabel("test accuracy (mean over seeds)")
+    axes[0][-1].legend(
+        fontsize=7, title="accuracy on", loc="center left", bbox_to_anchor=(1.02, 0.5)
+    )
     figs["task_curves.png"] = fig
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -144,6 +167,7 @@ def _plots(out, results):
         for layer in range(S.shape[1]):
             ax.plot(np.arange(1, S.shape[0] + 1), S[:, layer], marker=".", label=f"layer {layer}")
         ax.set_ylim(0, 1)
+        ax.set_xticks(range(1, S.shape[0] + 1))
         ax.set_title(name)
         ax.set_xlabel("tasks trained")
     axes[0][0].set_ylabel("sparsity")
@@ -159,6 +183,7 @@ def _plots(out, results):
     ax.legend()
     figs["accuracy_vs_sparsity.png"] = fig
     for fname, fig in figs.items():
+        fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         atomic_savefig(fig, os.path.join(out, fname), dpi=110)
 
@@ -189,7 +214,11 @@ def main():
         )
         _write_json(args, steps_per_task, results)  # after every learner: partial results
     print(REFERENCE)
-    _plots(args.out, results)
+    title = (
+        f"permuted {args.dataset}, {args.tasks} tasks, MLP {args.depth}×{args.width}, "
+        f"{args.epochs} epoch(s), batch {args.batch_size}; mean over {args.seeds} seed(s)"
+    )
+    _plots(args.out, results, title)
     print(f"wrote {args.out}/metrics.json and PNGs")
 
 

@@ -1,19 +1,22 @@
+import argparse
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from experiments import continual as cli
+import nte
+from experiments import _plots, continual as cli
 from nte import continual
+from nte.continual import _cli
 
 
 def test_flags_parse_into_the_configs_they_name():
     argv = "--learner nte,sgd --tasks 4 --width 8 --depth 1 --epochs 2 --batch-size 16 "
     argv += "--seeds 2 --beta 0.2 --eta 0.5 --max-delta none --lr 0.3 --momentum 0.9 "
     argv += "--scenario task --no-progress --mesh data=1 --devices 1 --out OUT"
-    args = vars(cli.parser().parse_args(argv.split()))
-    cli._scale.setup(args)
-    runs = cli.configs(args)
+    p = cli.parser()
+    runs = continual.configs_from_args(p.parse_args(argv.split()), parser=p)
     assert list(runs) == ["nte", "sgd"]
     nte_cfg, sgd_cfg = runs["nte"], runs["sgd"]
     assert nte_cfg.learner == continual.NTEConfig(beta=0.2, eta=0.5, max_delta=None)
@@ -32,18 +35,15 @@ def test_flags_parse_into_the_configs_they_name():
 
 
 def test_cli_defaults_are_the_config_defaults():
-    args = vars(cli.parser().parse_args([]))
-    cli._scale.setup(args)
-    runs = cli.configs(args)
+    runs = continual.configs_from_args([])
     assert list(runs) == ["nte", "sgd"]
     for name, config in runs.items():
         assert config == continual.Config(learner=name, out=f"runs/continual/{name}")
 
 
 def test_cli_round_trip_through_config_json():
-    args = vars(cli.parser().parse_args("--learner hypernetwork --hidden 8,4 --lr 0.01".split()))
-    cli._scale.setup(args)
-    (config,) = cli.configs(args).values()
+    argv = "--learner hypernetwork --hidden 8,4 --lr 0.01".split()
+    (config,) = continual.configs_from_args(argv).values()
     assert config.learner.hidden == (8, 4) and config.learner.lr == 0.01
     assert continual.Config.from_dict(json.loads(config.to_json())) == config
 
@@ -51,25 +51,135 @@ def test_cli_round_trip_through_config_json():
 @pytest.mark.parametrize(
     "argv, match",
     [
-        ("--tasks zero", "invalid int"),
-        ("--learner sgd --beta 0.1", "beta"),  # a flag of no chosen learner
-        ("--learner nope", "learner"),
-        ("--learner sgd --momentum 1.5", "momentum"),
-        ("--scenario nope", "scenario"),
-        ("--learner sgd --learner-kwargs {bad", "learner-kwargs"),
+        ("--tasks zero", "argument --tasks: invalid int value: 'zero'"),
+        ("--tasks 0", "--tasks must be an int >= 1, got 0"),
+        ("--learner sgd --beta 0.1", "--beta: a flag of none of the chosen learners (sgd)"),
+        ("--learner nope", "argument --learner: nope: expected comma-separated names"),
+        ("--learner nte,foo", "argument --learner: foo:"),
+        ("--learner sgd --momentum 1.5", "--momentum must be a number >= 0.0 and < 1.0"),
+        ("--scenario nope", "argument --scenario: invalid choice: 'nope'"),
+        ("--source nope", "argument --source: invalid choice: 'nope'"),
+        ("--learner sgd --learner-kwargs {bad", "argument --learner-kwargs: not JSON"),
+        ("--learner sgd --learner-kwargs [1]", "expected a JSON object"),
+        ('--learner sgd --learner-kwargs {"zzz":1}', "--zzz: a flag of none of the chosen"),
+        ("--learner hypernetwork --hidden a,b", "argument --hidden: invalid"),
+        ("--mesh bad", "--mesh must look like"),
+        ("--devices 0", "--devices must be an int >= 1 or None, got 0"),
+        ("--learner nte --invalid nope", "argument --invalid: invalid choice"),
+        ("--dataset nope", "--dataset must be one of digits, mnist, fashion_mnist, kmnist"),
+        ("--dataset mnist --source sklearn", "--source 'sklearn' does not provide 'mnist'"),
+        ("--mesh seed=64 --seeds 64", "--mesh {'seed': 64, 'data': 1} needs 64 devices"),
     ],
 )
-def test_bad_flags_fail(argv, match, capsys):
+def test_bad_flags_are_one_line_errors_before_any_work(argv, match, capsys, tmp_path, monkeypatch):
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded before the flags were checked")
+
+    monkeypatch.setattr(nte.data, "load", no_data)
+    out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
-        cli.main(argv.split() + ["--no-progress"])
+        cli.main(argv.split() + ["--no-progress", "--out", str(out)])
     assert info.value.code == 2
-    assert match in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("usage: python -m experiments.continual")
+    assert err[1].startswith("python -m experiments.continual: error: ")
+    assert match in err[1]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_cli_writes_config_metrics_and_plots(tmp_path):
+def _actions(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in p._actions if a.dest != "help"}
+
+
+def test_every_flag_has_help_and_the_help_shows_defaults_and_choices():
+    p = cli.parser()
+    for dest, action in _actions(p).items():
+        assert action.help and action.help.strip(), dest
+    text = p.format_help()
+    for section in ("data", "model", "training", "devices", "learner nte", "learner sgd"):
+        assert f"\n{section}:\n" in text
+    for name in continual.available_learners():
+        assert f"\nlearner {name}:\n" in text
+    flat = " ".join(text.split())
+    assert "--seed-mode {auto,vmap,map}" in flat and "--parameterization {standard,ntk}" in flat
+    assert "--scenario {permuted,task,domain,class}" in flat
+    assert "--invalid {cap,floor,raise}" in flat and "--source {auto,sklearn,idx,tfds}" in flat
+    assert "passes over each task (default: 3)" in flat
+    assert "(default: nte 0.03)" in flat  # --beta
+    assert "sgd 0.05" in flat and "adam 0.001" in flat  # --lr: each learner's own default
+    assert "Flags of --learner adam (its defaults): --lr 0.001 --b1 0.9" in flat
+
+
+def test_every_section_flag_defaults_to_the_python_config_default():
+    actions = _actions(cli.parser())
+    for section, cls in continual._config.SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if f.name == "out":
+                assert actions["out"].default == _cli.OUT
+                continue
+            assert actions[f.name].default == f.default, (section, f.name)
+    assert actions["learner"].default == _cli.LEARNERS
+
+
+@pytest.mark.parametrize("name", continual.available_learners())
+def test_each_learner_gets_its_python_defaults(name):
+    (config,) = continual.configs_from_args(["--learner", name, "--out", "X"]).values()
+    assert config == continual.Config(learner=name, out=f"X/{name}")
+    assert config.learner == type(continual.learner_config(name))()
+
+
+def test_configs_from_args_is_the_public_generator():
+    p = continual.parser(prog="python -m experiments.mine", learners="adam", out="o")
+    assert p.prog == "python -m experiments.mine"
+    runs = continual.configs_from_args(["--lr", "0.01", "--tasks", "2"], parser=p)
+    assert runs == {"adam": continual.Config(learner="adam", lr=0.01, tasks=2, out="o/adam")}
+    with pytest.raises(SystemExit) as info:
+        continual.configs_from_args(["--tasks", "-1"], parser=p)
+    assert info.value.code == 2
+
+
+def test_table_explains_its_columns_and_prints_the_settings():
+    runs = {"sgd": continual.Config(learner="sgd", tasks=2, seeds=2, width=8)}
+    stat = {"mean": 0.5, "std": 0.1}
+    summary = {k: stat for k in cli.STATS} | {"steps_per_second": 10.0, "wall_time_s": 1.0}
+    text = cli.table({"sgd": {"summary": summary}}, runs)
+    lines = text.splitlines()
+    assert (
+        lines[0] == "settings: permuted-digits, 2 tasks, MLP 2×8, 3 epoch(s), batch 32, 2 seed(s)"
+    )
+    assert lines[1].split()[:5] == ["learner", "ACC", "BWT", "FWT", "forgetting"]
+    assert lines[2].startswith("sgd") and lines[2].count("0.500 ± 0.100") == 4
+    assert lines[3] == "sgd: lr=0.05, momentum=0.0, nesterov=False"
+    legend = " ".join(lines[4:])
+    assert legend.startswith("ACC: mean final accuracy") and legend.endswith("std over seeds.")
+    for word in ("BWT: backward transfer", "FWT: forward transfer", "forgetting:"):
+        assert word in legend
+
+
+def test_plots_have_integer_task_ticks_the_settings_and_an_error_bar_caption(monkeypatch):
+    figures = []
+    monkeypatch.setattr(_plots, "_save", lambda fig, path: figures.append(fig))
+    R = np.random.default_rng(0).uniform(size=(3, 4, 4))
+    _plots.per_task_accuracy(R, None, "sgd: settings")
+    _plots.compare({"a": R, "b": R}, None, "settings")
+    _plots.accuracy_matrix(R, None, "sgd: settings")
+    for fig in figures[:2]:
+        (ax,) = fig.axes
+        assert list(ax.get_xticks()) == [1, 2, 3, 4]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "4"]
+        assert "settings" in ax.get_title()
+        assert [t.get_text() for t in fig.texts] == ["points: mean, error bars: std over 3 seeds"]
+    assert [t.get_text() for t in figures[2].texts] == ["cells: mean over 3 seeds"]
+
+
+def test_cli_writes_config_metrics_and_plots(tmp_path, capsys):
     argv = "--tasks 2 --width 8 --depth 1 --learner sgd --seeds 2 --epochs 1 --lr 0.1 "
-    argv += f"--out {tmp_path} --no-progress"
+    argv += f"--out {tmp_path}"
     overview = cli.main(argv.split())
+    printed = capsys.readouterr()
+    assert "sgd task 1/2" in printed.err and "sgd task 2/2" in printed.err  # the progress bars
+    assert "settings: permuted-digits, 2 tasks, MLP 1×8, 1 epoch(s)" in printed.out
+    assert "ACC: mean final accuracy over tasks" in printed.out
     folder = tmp_path / "sgd"
     config = continual.Config.from_dict(json.loads((folder / "config.json").read_text()))
     assert config.data.tasks == 2 and config.training.seeds == 2

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Pages whose blocks are not converted yet (owned by other branches). Enabling a page is deleting
 # its line here.
-SKIP = {}
+SKIP: dict[str, str] = {}
 # Pages whose code takes more than ~20 s on 2 CPU cores: run with `-m slow`.
 SLOW = {
     "docs/tutorials/continual.md",

@@ -62,13 +62,17 @@ def one(learner: str, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--learners", default="sgd,nte")
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--tasks", type=int, default=5)
-    p.add_argument("--width", type=int, default=1000)
-    p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=128)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.harness",
+        description=__doc__,
+        formatter_class=continual.HelpFormatter,
+    )
+    p.add_argument("--learners", default="sgd,nte", help="comma-separated learners")
+    p.add_argument("--dataset", default="fashion_mnist", help="a name for nte.data.load")
+    p.add_argument("--tasks", type=int, default=5, help="permuted tasks")
+    p.add_argument("--width", type=int, default=1000, help="hidden width")
+    p.add_argument("--depth", type=int, default=2, help="hidden layers")
+    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--compile-cache", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()

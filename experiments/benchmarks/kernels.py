@@ -24,9 +24,13 @@ def _peak_mib() -> float:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.kernels",
+        description=__doc__,
+        formatter_class=nte.continual.HelpFormatter,
+    )
     p.add_argument("--n", type=int, default=10_000, help="images (the kernel is n × n)")
-    p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--depth", type=int, default=2, help="hidden layers")
     p.add_argument("--x64", action="store_true", help="compute in float64")
     args = p.parse_args(argv)
     if args.x64:

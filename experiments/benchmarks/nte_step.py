@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+from .._help import HelpFormatter
+
 METHODS = ("sgd", "vmap", "chunked", "series")
 GiB = 2**30
 
@@ -236,13 +238,19 @@ def largest_width(scaling: dict, budget: float = 8 * GiB) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--child", default=None)
-    parser.add_argument("--width", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--chunk-size", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--quick", action="store_true")
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.nte_step",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--width", type=int, default=1000, help="hidden width")
+    parser.add_argument("--batch", type=int, default=128, help="examples per step")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="examples per chunk of the chunked likelihood"
+    )
+    parser.add_argument("--repeats", type=int, default=20, help="timed steps")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke test")
     args = parser.parse_args()
     widths = [64, 128] if args.quick else [250, 500, 1000, 2000]
     if args.child == "breakdown":

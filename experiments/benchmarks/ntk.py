@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from .._help import HelpFormatter
+
 METHODS = ("jacobian", "ntvp", "structured")
 
 
@@ -67,11 +69,15 @@ def _run(method: str, n: int, width: int, folder: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--width", type=int, default=1000)
-    parser.add_argument("--worker", choices=METHODS)
-    parser.add_argument("--out")
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.ntk",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--n", type=int, default=100, help="images (the kernel is n × n)")
+    parser.add_argument("--width", type=int, default=1000, help="hidden width")
+    parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--out", help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args.n, args.width, args.out)

@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 
+from .._help import HelpFormatter
+
 
 def _step_program(learner_name: str, width: int, batch: int, devices: int | None):
     """The compiled step, its inputs and the mesh, for `learner_name` at `width`."""
@@ -162,16 +164,20 @@ def _largest_width(learner: str, args) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--learners", default="sgd,nte,nte_vmap")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.scaling",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--learners", default="sgd,nte,nte_vmap", help="comma-separated learners")
     p.add_argument("--devices", default="1,2,4", help="forced CPU device counts")
-    p.add_argument("--width", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--width", type=int, default=1000, help="hidden width")
+    p.add_argument("--batch", type=int, default=128, help="examples per step")
+    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--repeats", type=int, default=3, help="repetitions")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per subprocess")
     p.add_argument("--gpu", action="store_true", help="use the real accelerator(s)")
-    p.add_argument("--gpu-widths", default="1000,10000")
+    p.add_argument("--gpu-widths", default="1000,10000", help="--gpu: widths timed")
     p.add_argument("--start-width", type=int, default=10000, help="--gpu: search start")
     p.add_argument("--max-width", type=int, default=200000, help="--gpu: search limit")
     p.add_argument("--resolution", type=int, default=1000, help="--gpu: search resolution")

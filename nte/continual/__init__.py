@@ -6,6 +6,11 @@ interface and [`nte.continual.LearnerConfig`][] for their hyperparameter section
 """
 
 from . import _learners as _learners  # registers the built-in learners
+from ._cli import (
+    HelpFormatter as HelpFormatter,
+    configs_from_args as configs_from_args,
+    parser as parser,
+)
 from ._config import (
     Config as Config,
     DataConfig as DataConfig,

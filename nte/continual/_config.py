@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from .._distributed import parse_mesh
+from ..data._load import SOURCES
 from ._fields import choice, integer, of_type, option, validate
 from ._learner import LearnerConfig, available_learners, learner_config
 
@@ -35,7 +36,7 @@ class DataConfig(_Section):
 
     dataset: str = option("digits", "a name for nte.data.load (digits, fashion_mnist, ...)",
                           of_type(str))  # fmt: skip
-    source: str = option("auto", "passed to nte.data.load", of_type(str))
+    source: str = option("auto", "where nte.data.load reads the dataset", choice(*SOURCES))
     data_dir: str | None = option(None, "passed to nte.data.load", of_type(str, optional=True))
     tasks: int = option(5, "the number of tasks", integer(1))
     scenario: str = option("permuted", "permuted, or a split scenario: task, domain, class",

@@ -67,8 +67,18 @@ def number(
 
 
 def choice(*choices: str) -> Callable[[Any, str], None]:
-    """A check: one of `choices`."""
-    return lambda value, name: check_choice(value, choices, name)
+    """A check: one of `choices` (kept as the check's `choices` attribute for command lines)."""
+
+    def check(value: Any, name: str) -> None:
+        check_choice(value, choices, name)
+
+    check.choices = choices
+    return check
+
+
+def choices_of(f: dataclasses.Field) -> tuple[str, ...] | None:
+    """The choices of a field declared with a `choice(...)` check (`None` otherwise)."""
+    return getattr(f.metadata.get("check"), "choices", None)
 
 
 def of_type(*types: type, optional: bool = False) -> Callable[[Any, str], None]:

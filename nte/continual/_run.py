@@ -246,7 +246,7 @@ def _progress_bar(r: _Run, t: int, initial: int):
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    desc = f"task {t + 1}/{r.prog.n_tasks}"
+    desc = f"{r.config.learner.name} task {t + 1}/{r.prog.n_tasks}"
     return tqdm(total=r.n_steps[t], initial=initial, desc=desc, leave=True, dynamic_ncols=True)
 
 
