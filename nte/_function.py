@@ -44,6 +44,21 @@ def check_batch(model: eqx.Module, x: Any, name: str = "x") -> Array:
     return x
 
 
+def check_batch_pair(model: eqx.Module, x1: Any, x2: Any) -> tuple[Array, Array | None]:
+    """[`check_batch`][] on `x1` and (unless `None`) `x2`, whose examples must have the same
+    shape: the two sides of a kernel `k(x1, x2)`."""
+    x1 = check_batch(model, x1, "x1")
+    if x2 is None:
+        return x1, None
+    x2 = check_batch(model, x2, "x2")
+    if x2.shape[1:] != x1.shape[1:]:
+        raise ValueError(
+            f"`x2` must have examples of the same shape as `x1`, got {x2.shape[1:]} "
+            f"and {x1.shape[1:]}."
+        )
+    return x1, x2
+
+
 def check_same_params(params: PyTree, params0: PyTree, name: str = "model0") -> None:
     """Raise `ValueError` unless two parameter trees share structure, shapes and dtypes."""
     leaves, treedef = jtu.tree_flatten(params)

@@ -7,7 +7,7 @@ import numpy as np
 from jaxtyping import Array, Float, Shaped
 
 from ._errors import check_module
-from ._function import check_batch
+from ._function import check_batch_pair
 
 
 @eqx.filter_jit
@@ -53,14 +53,7 @@ def empirical_nngp(
     check_module(model)
     if not isinstance(trace, bool):
         raise TypeError(f"`trace` must be a bool, got {type(trace).__name__}.")
-    x1 = check_batch(model, x1, "x1")
-    if x2 is not None:
-        x2 = check_batch(model, x2, "x2")
-        if x2.shape[1:] != x1.shape[1:]:
-            raise ValueError(
-                f"`x2` must have examples of the same shape as `x1`, got {x2.shape[1:]} "
-                f"and {x1.shape[1:]}."
-            )
+    x1, x2 = check_batch_pair(model, x1, x2)
     f1 = _outputs(model, x1)
     f2 = f1 if x2 is None else _outputs(model, x2)
     if trace:

@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, Shaped
 
 from . import _taps as taps
 from ._errors import check_choice, check_module
-from ._function import check_batch
+from ._function import check_batch_pair
 from ._split import merge, split
 
 _METHODS = ("auto", "jacobian", "ntvp", "structured")
@@ -201,14 +201,7 @@ def empirical_ntk(
     check_choice(method, _METHODS, "method")
     if not isinstance(trace, bool):
         raise TypeError(f"`trace` must be a bool, got {type(trace).__name__}.")
-    x1 = check_batch(model, x1, "x1")
-    if x2 is not None:
-        x2 = check_batch(model, x2, "x2")
-        if x2.shape[1:] != x1.shape[1:]:
-            raise ValueError(
-                f"`x2` must have examples of the same shape as `x1`, got {x2.shape[1:]} "
-                f"and {x1.shape[1:]}."
-            )
+    x1, x2 = check_batch_pair(model, x1, x2)
     params, static = split(model, filter_spec)
     if not jtu.tree_leaves(params):
         raise ValueError("`filter_spec` selects no floating-point parameter of `model`.")
