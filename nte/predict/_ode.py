@@ -47,6 +47,31 @@ def _check_momentum(momentum) -> None:
         raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
 
 
+def _solve(forces, ts, y0, ntk_test, *, momentum, learning_rate, solver, rtol, atol, max_steps):
+    """Integrate the (plain or heavy-ball) function-space ODE driven by `forces` and read it
+    at the step times `ts`."""
+    if momentum is None:
+        scale, field = learning_rate, lambda t, y, args: _scale(forces(y[0], args), -1.0)
+    else:
+        scale = jnp.sqrt(learning_rate)
+        field = _heavy_ball_field(forces, (1.0 - momentum) / scale)
+        y0 = (y0, jax.tree_util.tree_map(jnp.zeros_like, y0))
+    taus = ts * (learning_rate if momentum is None else scale)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        solver,
+        t0=0.0,
+        t1=jnp.max(taus),
+        dt0=None,
+        y0=y0,
+        args=ntk_test,
+        saveat=diffrax.SaveAt(ts=taus),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+    )
+    return sol.ys if momentum is None else sol.ys[0]
+
+
 def gradient_descent(
     loss_fn: Callable[[Array, Array], Scalar],
     ntk_train_train: Kernel,
@@ -104,28 +129,11 @@ def gradient_descent(
         test = None if ntk_test is None else _kernel_apply(ntk_test, g, layout)
         return _kernel_apply(ntk, g, layout), test
 
-    def solve(ts, y0, ntk_test):
-        if momentum is None:
-            scale, field = learning_rate, lambda t, y, args: _scale(forces(y[0], args), -1.0)
-        else:
-            scale = jnp.sqrt(learning_rate)
-            gamma = (1.0 - momentum) / scale
-            field = _heavy_ball_field(forces, gamma)
-            y0 = (y0, jax.tree_util.tree_map(jnp.zeros_like, y0))
-        taus = ts * (learning_rate if momentum is None else scale)
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(field),
-            solver,
-            t0=0.0,
-            t1=jnp.max(taus),
-            dt0=None,
-            y0=y0,
-            args=ntk_test,
-            saveat=diffrax.SaveAt(ts=taus),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=max_steps,
-        )
-        return sol.ys if momentum is None else sol.ys[0]
+    options = dict(
+        momentum=momentum, learning_rate=learning_rate, solver=solver, rtol=rtol, atol=atol,
+        max_steps=max_steps,
+    )  # fmt: skip
+    solve = lambda ts, y0, ntk_test: _solve(forces, ts, y0, ntk_test, **options)
 
     def predict(
         t: Times,
