@@ -10,7 +10,11 @@ learner takes those it has, with its own defaults). `--learner` takes a comma-se
 `config.json`,
 `metrics.json` (R, ACC, BWT, FWT, forgetting, wall time, steps/s), `accuracy_matrix.png` and
 `per_task_accuracy.png`; `OUT/summary.json` and `OUT/comparison.png` compare them. Rerunning the
-same command resumes an interrupted run from its checkpoints.
+same command resumes an interrupted run from its checkpoints; a finished learner is not
+retrained ("already complete", its `metrics.json` is never rewritten) unless `--overwrite`.
+A learner whose checkpoint cannot be trusted (corrupt, of another config), whose folder another
+process holds, or whose run diverged is reported in one line; the others still run, and the
+command exits with status 1.
 
 `--devices N` / `--mesh seed=2,data=2` choose the devices (default: all); on several hosts run the
 same command on each with `--coordinator HOST:PORT --num-processes N --process-id I` (see
@@ -21,13 +25,20 @@ import argparse
 import collections.abc
 import dataclasses
 import json
+import sys
 import time
 import types
 import typing
+import warnings
 from pathlib import Path
 
+import numpy as np
+
 from nte import continual
-from nte._internal._io import atomic_write_json
+from nte._internal._io import atomic_write_json, read_json
+from nte._internal._lock import FolderLockedError
+from nte.continual._checkpoint import CheckpointError, differences
+from nte.continual._guard import hold
 
 from . import _plots, _scale
 
@@ -135,27 +146,102 @@ def configs(args: dict) -> dict[str, continual.Config]:
 
 
 def run_one(config: continual.Config, write: bool = True, **run_kwargs) -> dict:
-    """Run one config, write its folder (config, metrics, plots) and return its summary
-    (`run_kwargs`: `model`, `dataset`, `observers` of `nte.continual.run`)."""
-    out = Path(config.training.out)
-    if write:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", config.to_dict())
-    result = continual.run(config, **run_kwargs)
-    summary = result.summary()
+    """Run one config, write its folder (metrics, plots; `nte.continual.run` writes the config
+    once accepted) and return its summary (`run_kwargs`: `model`, `dataset`, `observers` of
+    `nte.continual.run`). The folder stays locked from the check to the last write; a finished
+    learner of the same config is not rerun (its summary is read back)."""
     if not write:
-        return {"summary": summary, "R": result.R, "finished": result.finished}
-    atomic_write_json(out / "metrics.json", summary)
-    if result.finished:
-        title = f"{config.learner.name} on {config.data.scenario}-{config.data.dataset}"
-        _plots.accuracy_matrix(result.R, out / "accuracy_matrix.png", title)
-        _plots.per_task_accuracy(result.R, out / "per_task_accuracy.png", title)
+        result = _run_reporting(config, run_kwargs)
+        return {"summary": result.summary(), "R": result.R, "finished": result.finished}
+    out = Path(config.training.out)
+    with hold(out):
+        done = None if config.training.overwrite else _already_done(config, out)
+        if done is not None:
+            word = "complete" if done["status"] == "complete" else "diverged"
+            print(f"already {word}: {out} (use --overwrite to retrain)")
+            R = np.asarray(done["R"]["per_seed"], np.float64)
+            return {"summary": done, "R": R, "finished": done["status"] == "complete"}
+        result = _run_reporting(config, run_kwargs)
+        summary = result.summary()
+        atomic_write_json(out / "metrics.json", summary)
+        if result.finished:
+            title = f"{config.learner.name} on {config.data.scenario}-{config.data.dataset}"
+            _plots.accuracy_matrix(result.R, out / "accuracy_matrix.png", title)
+            _plots.per_task_accuracy(result.R, out / "per_task_accuracy.png", title)
     return {"summary": summary, "R": result.R, "finished": result.finished}
+
+
+def _run_reporting(config: continual.Config, run_kwargs: dict) -> continual.Result:
+    """`nte.continual.run`, its `RuntimeWarning`s (divergence, degenerate weights) printed as
+    one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        result = continual.run(config, **run_kwargs)
+    for w in caught:
+        if issubclass(w.category, RuntimeWarning):
+            print(f"warning: {config.learner.name}: {w.message}", flush=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return result
+
+
+def _already_done(config: continual.Config, out: Path) -> dict | None:
+    """The summary of a finished (complete or diverged) run in `out`, or `None`; a
+    `CheckpointError` naming the fields if it was run with another config."""
+    metrics, recorded = out / "metrics.json", out / "config.json"
+    if not metrics.exists():
+        return None
+    summary = read_json(metrics)
+    if summary.get("status", "complete" if summary.get("finished") else "stopped") not in (
+        "complete", "diverged"
+    ):  # fmt: skip
+        return None
+    summary.setdefault("status", "complete")
+    old = continual.Config.from_dict(read_json(recorded)).identity() if recorded.exists() else {}
+    diff = differences(old, config.identity())
+    if diff:
+        raise CheckpointError(
+            f"{str(out)!r} holds the finished results of a different configuration "
+            f"({'; '.join(diff)}); rerun with --overwrite to replace them, or choose another "
+            "--out."
+        )
+    return summary
+
+
+# The failures that concern one learner: reported in one line, the other learners still run.
+LEARNER_ERRORS = (CheckpointError, FolderLockedError, OSError)
+
+
+def run_all(runs: dict[str, continual.Config], write: bool) -> dict[str, dict]:
+    """`run_one` for every learner; a failure of one (`LEARNER_ERRORS`) is printed in one
+    line and recorded as `{"status": "error", "error": message}`."""
+    results = {}
+    for name, config in runs.items():
+        try:
+            results[name] = run_one(config, write)
+        except LEARNER_ERRORS as e:
+            print(f"error: {name}: {e}", file=sys.stderr, flush=True)
+            results[name] = {"summary": {"status": "error", "error": str(e)}, "finished": False}
+    return results
+
+
+def exit_code(overview: dict) -> int:
+    """0 if every learner completed or stopped as asked, 1 if one diverged or failed."""
+    statuses = [v.get("status") for v in overview.values() if isinstance(v, dict)]
+    return int(any(s in ("diverged", "error") for s in statuses))
 
 
 def _fmt(stat: dict) -> str:
     mean, std = stat["mean"], stat["std"]
     return "nan" if mean is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def _row(name: str, s: dict) -> str:
+    if s.get("status") == "error":
+        return f"{name:<12} error (see above)"
+    row = f"{name:<12} {_fmt(s['ACC']):>15} {_fmt(s['BWT']):>15} {_fmt(s['FWT']):>15} "
+    row += f"{s['steps_per_second']:>9.0f} {s['wall_time_s']:>6.1f}s"
+    return row + ("  DIVERGED" if s.get("status") == "diverged" else "")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -169,14 +255,9 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as e:
         p.error(str(e))
     t0 = time.perf_counter()
-    results = {name: run_one(config, write) for name, config in runs.items()}
+    results = run_all(runs, write)
     rows = [f"{'learner':<12} {'ACC':>15} {'BWT':>15} {'FWT':>15} {'steps/s':>9} {'time':>7}"]
-    for name, r in results.items():
-        s = r["summary"]
-        rows.append(
-            f"{name:<12} {_fmt(s['ACC']):>15} {_fmt(s['BWT']):>15} {_fmt(s['FWT']):>15} "
-            f"{s['steps_per_second']:>9.0f} {s['wall_time_s']:>6.1f}s"
-        )
+    rows += [_row(name, r["summary"]) for name, r in results.items()]
     if not write:
         return {n: r["summary"] for n, r in results.items()}
     print("\n".join(rows))
@@ -191,4 +272,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main()))

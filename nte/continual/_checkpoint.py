@@ -180,19 +180,25 @@ def load_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def check_config(folder: str | os.PathLike, identity: dict[str, Any]) -> None:
-    """Record the run's config in `folder`, or check it equals the one recorded before.
+    """Check the run's config equals the one recorded in `folder` (if any); writes nothing.
 
-    Raises `ValueError` naming the differing fields if `folder` holds a checkpoint of a
-    different configuration.
+    Raises [`CheckpointError`][] naming the differing fields if `folder` holds a checkpoint of
+    a different configuration.
     """
     path = Path(folder) / CONFIG_FILE
     if path.exists():
         diff = differences(read_json(path), _json(identity))
         if diff:
-            raise ValueError(
+            raise CheckpointError(
                 f"`out` ({Path(folder).parent}) holds a checkpoint of a different configuration "
                 f"({'; '.join(diff)}); use another `out` folder, rerun with --overwrite, or "
                 "delete it to start afresh."
             )
-    else:
+
+
+def write_config(folder: str | os.PathLike, identity: dict[str, Any]) -> None:
+    """Record the run's config in `folder` (once it is accepted: after `check_config` and a
+    verified `load`)."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.exists():
         atomic_write_text(path, json.dumps(_json(identity), indent=2, sort_keys=True))
