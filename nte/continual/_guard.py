@@ -15,6 +15,7 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def clean(folder: str | os.PathLike, *, overwrite: bool) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
-def health_update(health: np.ndarray, first: np.ndarray, counts: np.ndarray, task: int) -> None:
+def health_update(health: np.ndarray, first: np.ndarray, counts: Any, task: int) -> None:
     """Fold one task end's `[seeds, 3]` weight counts (all, zero, at clip) into the running
     maxima `health` (`[2]`: fraction zero, fraction at the clip, worst seed) and `first`
     (`[2]`: the first task at which each crossed `DEGENERATE`, −1 if none), in place."""
