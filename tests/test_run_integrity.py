@@ -6,6 +6,7 @@ exit status or a second process is the point.
 
 import dataclasses
 import errno
+import io
 import json
 import math
 import os
@@ -96,7 +97,7 @@ def test_divergence_is_recorded_with_null_accuracies_and_exit_status_1(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "experiments.continual", *argv.split()],
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 1, proc.stderr
-    assert sum("diverged" in line for line in proc.stdout.splitlines()) == 2  # warning + table
+    assert sum("diverged" in ln.lower() for ln in proc.stdout.splitlines()) == 2  # note, table
     m = json.loads((tmp_path / "sgd" / "metrics.json").read_text())
     assert m["status"] == "diverged" and m["diverged_at"]["task"] == 0 and not m["finished"]
     assert m["ACC"]["mean"] is None and m["BWT"]["mean"] is None
@@ -117,7 +118,7 @@ def test_a_diverging_learner_does_not_stop_the_others(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "kw, what",
-    [({"learner": "scaled_sgd", "max_delta": 1e-30}, "max_delta clip"),
+    [({"learner": "nte", "max_delta": 1e-30, "width": 8, "batch_size": 64}, "max_delta clip"),
      ({"learner": "nte", "eta": 1e6, "width": 8, "batch_size": 64}, "exactly zero")],
 )  # fmt: skip
 def test_a_degenerate_run_is_warned_about(digits, kw, what):
@@ -251,10 +252,12 @@ def test_timings_accumulate_across_resumes(digits, tmp_path):
 
 
 def test_a_failed_save_names_the_file_and_why(tmp_path, capsys, monkeypatch):
-    def full_disk(self, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    class FullDisk(io.BytesIO):  # a file on a full disk: every write fails
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ckpt._Hashing, "write", full_disk)
+    hashing = ckpt._Hashing.__init__
+    monkeypatch.setattr(ckpt._Hashing, "__init__", lambda h, f: hashing(h, FullDisk()))
     overview = _cli("--learner sgd", tmp_path)
     err = capsys.readouterr().err
     path = tmp_path / "sgd" / "checkpoint" / ckpt.STATE_FILE

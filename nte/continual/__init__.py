@@ -6,6 +6,7 @@ interface and [`nte.continual.LearnerConfig`][] for their hyperparameter section
 """
 
 from . import _learners as _learners  # registers the built-in learners
+from ._checkpoint import CheckpointError as CheckpointError
 from ._config import (
     Config as Config,
     DataConfig as DataConfig,

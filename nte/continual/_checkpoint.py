@@ -45,19 +45,28 @@ def _fix(folder: Path) -> str:
 class _Hashing:
     """A write-only file wrapper that hashes and counts what passes through it."""
 
-    def __init__(self, f: IO[bytes]):
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+    def __init__(self, f: Any):  # a binary file
+        self.f, self.sha, self.size, self.error = f, hashlib.sha256(), 0, None
 
     def write(self, data) -> int:
         data = memoryview(data).cast("B")
         self.sha.update(data)
         self.size += len(data)
-        return self.f.write(data)
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e  # equinox wraps it in a TreePathError naming a leaf
+            raise
 
 
 def _write(f: IO[bytes], tree: Any, identity: Any) -> None:
     h = _Hashing(f)
-    eqx.tree_serialise_leaves(h, tree)
+    try:
+        eqx.tree_serialise_leaves(h, tree)
+    except Exception:
+        if h.error is not None:  # e.g. no space left: the file's error, not a leaf's
+            raise h.error from None
+        raise
     trailer = json.dumps(
         {"format": 1, "sha256": h.sha.hexdigest(), "bytes": h.size, "identity": identity},
         sort_keys=True,

@@ -357,7 +357,15 @@ def run(
     With `training.out` set, checkpoints are written atomically to `out/checkpoint/` at every
     task boundary and every `checkpoint_every` steps. Calling `run` again with the same config
     (and a model of the same structure and shapes) resumes from the last checkpoint and produces
-    the same `R` as an uninterrupted run.
+    the same `R` as an uninterrupted run. An untrustworthy checkpoint (corrupt, of another
+    config, holding NaN) raises an [`nte.continual.CheckpointError`][] naming the file. `out`
+    is locked for the call (a second process fails at once, naming this PID); killed writers'
+    temporary files are removed first; `out/config.json` is written once the config is
+    accepted; `training.overwrite` discards what `out` held. Timings add up over resumes.
+    The loss and state are checked for NaN/+inf at every chunk boundary: the first non-finite
+    value stops the run (`Result.status == "diverged"`, `Result.diverged_at`). Weights
+    (nearly) all zero or all at the `max_delta` clip at a task end give a warning
+    (`Result.warnings`, each also a `RuntimeWarning`).
 
     **Arguments:**
 
@@ -379,7 +387,7 @@ def run(
     A [`nte.continual.Result`][].
     """
     out = config.training.out if isinstance(config, Config) else None
-    with _locked(out):
+    with guard.hold(out) if out is not None and parallel.is_main() else contextlib.nullcontext():
         r = _prepare(config, model, dataset, observers)
         p = _resume(r)
         _accept(r)
@@ -390,10 +398,3 @@ def run(
             if stopped:
                 break
         return _finish(r, p)
-
-
-def _locked(out: str | None):
-    """The lock of `out` (process 0 only: the only writer), or nothing without `out`."""
-    if out is None or not parallel.is_main():
-        return contextlib.nullcontext()
-    return guard.hold(out)
