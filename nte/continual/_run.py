@@ -72,7 +72,6 @@ class _Run:
     compile0: float
     times: dict = dataclasses.field(default_factory=lambda: {"train": 0.0, "eval": 0.0})
     observations: list = dataclasses.field(default_factory=list)
-    done0: int = 0
     identity: Any = None  # the config and model identity, checked in every checkpoint
     times0: Any = None  # the [4] seconds of the earlier segments (see `Progress.times`)
     diverged: tuple | None = None  # (task, step in task, chunk start, seeds) when it diverged
@@ -98,7 +97,7 @@ def _steps_per_epoch(batch_size: int, tasks: Tasks) -> list[int]:
     return spe
 
 
-def _prepare(config: Any, model: Any, dataset: Any, observers: Any) -> _Run:
+def _prepare(config: Any, model: Any, dataset: Any, observers: Any, stack: Any) -> _Run:
     """Check every input, load the tasks, compile the programs, put the data on the devices."""
     if not isinstance(config, Config):
         raise TypeError(f"`config` must be an nte.continual.Config, got {type(config).__name__}.")
@@ -113,6 +112,7 @@ def _prepare(config: Any, model: Any, dataset: Any, observers: Any) -> _Run:
     folder = Path(tr.out) / guard.CHECKPOINT_FOLDER if tr.out is not None else None
     identity = {**config.identity(), "model_module": model_identity(abstract)}
     if folder is not None and parallel.is_main():  # only process 0 writes (under the lock)
+        stack.enter_context(guard.hold(tr.out))  # held until `run` returns
         guard.clean(tr.out, overwrite=tr.overwrite)
         ckpt.check_config(folder, identity)  # reads only: written once accepted (`_accept`)
     prog = programs(config, tasks, factory, abstract, custom=model is not None)
@@ -156,7 +156,7 @@ def _resume(r: _Run) -> Progress:
             r.observations = keep_until(ckpt.load_records(r.folder), int(p.done_steps))
     state, r.keys, dev = r.prog.par.place(p.state, r.keys, r.dev)
     r.dev = {**dev, **r.striped}
-    r.done0, r.times0 = int(p.done_steps), p.times.copy()
+    r.times0 = p.times.copy()
     return p._replace(state=state)
 
 
@@ -386,9 +386,8 @@ def run(
 
     A [`nte.continual.Result`][].
     """
-    out = config.training.out if isinstance(config, Config) else None
-    with guard.hold(out) if out is not None and parallel.is_main() else contextlib.nullcontext():
-        r = _prepare(config, model, dataset, observers)
+    with contextlib.ExitStack() as stack:
+        r = _prepare(config, model, dataset, observers, stack)
         p = _resume(r)
         _accept(r)
         if int(p.position[0]) == 0 and int(p.position[1]) == 0:
