@@ -85,9 +85,11 @@ def test_nan_in_the_state_is_refused(tmp_path):
 
 
 def test_check_config_names_the_differences(tmp_path):
-    ckpt.check_config(tmp_path, IDENTITY)
+    ckpt.check_config(tmp_path, IDENTITY)  # nothing recorded: fine, and writes nothing
+    assert not (tmp_path / ckpt.CONFIG_FILE).exists()
+    ckpt.write_config(tmp_path, IDENTITY)
     ckpt.check_config(tmp_path, IDENTITY)  # same: fine
-    with pytest.raises(ValueError, match=r"tasks: 5 -> 3"):
+    with pytest.raises(ckpt.CheckpointError, match=r"tasks: 5 -> 3"):
         ckpt.check_config(tmp_path, {**IDENTITY, "tasks": 3})
     assert ckpt.differences({"a": 1}, {"b": 1}) == ["a: 1 -> '<absent>'", "b: '<absent>' -> 1"]
 

@@ -6,6 +6,7 @@ interface and [`nte.continual.LearnerConfig`][] for their hyperparameter section
 """
 
 from . import _learners as _learners  # registers the built-in learners
+from ._checkpoint import CheckpointError as CheckpointError
 from ._cli import (
     HelpFormatter as HelpFormatter,
     configs_from_args as configs_from_args,
@@ -65,5 +66,10 @@ from ._learners._pruning import (
 from ._metrics import Metrics as Metrics, metrics as metrics
 from ._observe import Event as Event
 from ._result import Result as Result
-from ._run import load_tasks as load_tasks, run as run
-from ._tasks import Tasks as Tasks, permuted_tasks as permuted_tasks, split_tasks as split_tasks
+from ._run import run as run
+from ._tasks import (
+    Tasks as Tasks,
+    load_tasks as load_tasks,
+    permuted_tasks as permuted_tasks,
+    split_tasks as split_tasks,
+)

@@ -45,19 +45,28 @@ def _fix(folder: Path) -> str:
 class _Hashing:
     """A write-only file wrapper that hashes and counts what passes through it."""
 
-    def __init__(self, f: IO[bytes]):
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+    def __init__(self, f: Any):  # a binary file
+        self.f, self.sha, self.size, self.error = f, hashlib.sha256(), 0, None
 
     def write(self, data) -> int:
         data = memoryview(data).cast("B")
         self.sha.update(data)
         self.size += len(data)
-        return self.f.write(data)
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e  # equinox wraps it in a TreePathError naming a leaf
+            raise
 
 
 def _write(f: IO[bytes], tree: Any, identity: Any) -> None:
     h = _Hashing(f)
-    eqx.tree_serialise_leaves(h, tree)
+    try:
+        eqx.tree_serialise_leaves(h, tree)
+    except Exception:
+        if h.error is not None:  # e.g. no space left: the file's error, not a leaf's
+            raise h.error from None
+        raise
     trailer = json.dumps(
         {"format": 1, "sha256": h.sha.hexdigest(), "bytes": h.size, "identity": identity},
         sort_keys=True,
@@ -180,19 +189,25 @@ def load_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def check_config(folder: str | os.PathLike, identity: dict[str, Any]) -> None:
-    """Record the run's config in `folder`, or check it equals the one recorded before.
+    """Check the run's config equals the one recorded in `folder` (if any); writes nothing.
 
-    Raises `ValueError` naming the differing fields if `folder` holds a checkpoint of a
-    different configuration.
+    Raises [`CheckpointError`][] naming the differing fields if `folder` holds a checkpoint of
+    a different configuration.
     """
     path = Path(folder) / CONFIG_FILE
     if path.exists():
         diff = differences(read_json(path), _json(identity))
         if diff:
-            raise ValueError(
+            raise CheckpointError(
                 f"`out` ({Path(folder).parent}) holds a checkpoint of a different configuration "
                 f"({'; '.join(diff)}); use another `out` folder, rerun with --overwrite, or "
                 "delete it to start afresh."
             )
-    else:
+
+
+def write_config(folder: str | os.PathLike, identity: dict[str, Any]) -> None:
+    """Record the run's config in `folder` (once it is accepted: after `check_config` and a
+    verified `load`)."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.exists():
         atomic_write_text(path, json.dumps(_json(identity), indent=2, sort_keys=True))

@@ -79,6 +79,10 @@ class TrainingConfig(_Section):
     stop_after_steps: int | None = option(
         None, "checkpoint and stop after this many steps (debugging)", integer(1, optional=True)
     )
+    overwrite: bool = option(
+        False, "discard what `out` holds (checkpoint, then metrics, then the rest) and retrain",
+        of_type(bool),
+    )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +105,7 @@ SECTIONS = {
     "devices": DevicesConfig,
 }
 # The fields that do not change the results (left out of the checkpoint identity).
-NOT_IDENTITY = {"training": ("out", "progress", "stop_after_steps", "observe_every")}
+NOT_IDENTITY = {"training": ("out", "progress", "stop_after_steps", "observe_every", "overwrite")}
 _FIELD_SECTION = {f.name: s for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
@@ -221,7 +225,7 @@ class Config:
 
     def identity(self) -> dict[str, Any]:
         """The sections that determine the results: all but `devices` and the training fields
-        `out`, `progress`, `stop_after_steps`, `observe_every`."""
+        `out`, `progress`, `stop_after_steps`, `observe_every`, `overwrite`."""
         d = self.to_dict()
         d.pop("devices")
         for name, fields in NOT_IDENTITY.items():

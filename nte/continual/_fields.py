@@ -7,6 +7,7 @@ command line can be generated from the dataclasses, and `check` validates the va
 """
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -50,18 +51,19 @@ def integer(minimum: int, optional: bool = False) -> Callable[[Any, str], None]:
 def number(
     minimum: float = 0.0, *, strict: bool = True, below: float | None = None, optional=False
 ) -> Callable[[Any, str], None]:
-    """A check: a number > `minimum` (>= if not `strict`), < `below` if given, or `None`."""
+    """A check: a finite number > `minimum` (>= if not `strict`), < `below` if given, or `None`
+    (nan and ±inf are refused: a non-finite hyperparameter only makes a run diverge)."""
 
     def check(value: Any, name: str) -> None:
         if optional and value is None:
             return
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and (value > minimum if strict else value >= minimum)
+        ok = ok and math.isfinite(value) and (value > minimum if strict else value >= minimum)
         ok = ok and (below is None or value < below)
         if not ok:
             bound = f"{'>' if strict else '>='} {minimum}" + (f" and < {below}" if below else "")
             none = " or None" if optional else ""
-            raise ValueError(f"`{name}` must be a number {bound}{none}, got {value!r}.")
+            raise ValueError(f"`{name}` must be a finite number {bound}{none}, got {value!r}.")
 
     return check
 

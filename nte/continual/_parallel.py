@@ -24,7 +24,12 @@ from jaxtyping import PyTree
 from .. import _distributed as dist
 
 # Output shardings of the harness's programs (by name): `S` split over seeds, `R` replicated.
-_OUT = {"init": "S", "train": ("S", "R"), "end_task": "S", "evaluate": "R"}
+# The train chunk returns (state, loss, finite); `finite` and `health` are the checks of
+# `_run.py`, read on every process so that all stop together.
+_OUT = {
+    "init": "S", "train": ("S", "R", "R"), "end_task": "S", "evaluate": "R",
+    "finite": "R", "health": "R",
+}  # fmt: skip
 SEED_AXIS = dist.SEED_AXIS
 
 

@@ -98,6 +98,31 @@ class _Programs:
     def evaluate(self, arrays, dev):
         return self._compiled("evaluate", self._evaluate, arrays, dev)(arrays, dev)
 
+    def finite(self, arrays):
+        """`[seeds]` bool: no NaN or +inf in the state (see `finite`)."""
+        fn = lambda a: _over_seeds(finite, a, use_vmap=self.use_vmap)
+        return self._compiled("finite", fn, arrays)(arrays)
+
+    def health(self, arrays, t: int):
+        """`[seeds, 3]` counts of the evaluation model's weights for task `t`: all, exactly
+        zero, at the `max_delta` clip (none without one)."""
+        args = (arrays, np.int32(t))
+        return self._compiled("health", self._health, *args)(*args)
+
+    def _health(self, arrays, t):
+        clip = getattr(self.config.learner, "max_delta", None)
+
+        def one_seed(arr):
+            model = self.learner.eval_model(self._state(arr), t)
+            leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
+            count = lambda f: sum(jnp.sum(f(v), dtype=jnp.int32) for v in leaves)
+            at_clip = (lambda v: jnp.abs(v) >= np.float32(clip) * (1 - 1e-6)) if clip else None
+            pinned = count(at_clip) if at_clip else jnp.zeros((), jnp.int32)
+            total = jnp.asarray(sum(v.size for v in leaves), jnp.int32)
+            return jnp.stack([total, count(lambda v: v == 0), pinned])
+
+        return _over_seeds(one_seed, arrays, use_vmap=self.use_vmap)
+
     def _state(self, arr):
         return eqx.combine(arr, self.static)
 
@@ -120,7 +145,8 @@ class _Programs:
 
             # A dynamic trip count: one compiled program serves every chunk length.
             arr, total = lax.fori_loop(0, length, body, (arr, jnp.zeros((), jnp.float32)))
-            return arr, total / length
+            loss = total / length
+            return arr, loss, jnp.isfinite(loss) & finite(arr)
 
         return _over_seeds(one_seed, arrays, keys, use_vmap=self.use_vmap)
 
@@ -158,6 +184,15 @@ class _Programs:
             return lax.map(one_task, jnp.arange(self.n_tasks, dtype=jnp.int32))
 
         return _over_seeds(one_seed, arrays, use_vmap=self.use_vmap)
+
+
+def finite(arrays) -> jax.Array:
+    """`True` if no inexact leaf of `arrays` holds NaN or +inf (−inf is allowed: the
+    log-magnitude of a pruned expert in the NTE state)."""
+    ok = jnp.asarray(True)
+    for v in jax.tree_util.tree_leaves(eqx.filter(arrays, eqx.is_inexact_array)):
+        ok = ok & ~jnp.any(jnp.isnan(v) | jnp.isposinf(v))
+    return ok
 
 
 def _over_seeds(fn: Callable, *args, use_vmap: bool = True):

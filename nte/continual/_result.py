@@ -23,14 +23,24 @@ class Result:
     - `metrics`: [`nte.continual.Metrics`][] per seed.
     - `history`, `history_steps`: with `eval_every > 0`, `[seeds, H, T]` accuracies on every
       task at global step `history_steps[h]` (`[H]`).
-    - `finished`: `False` if the run stopped early (`stop_after_steps`).
+    - `finished`: `True` if every task was trained (`status == "complete"`).
     - `steps`: training steps done per seed (over all tasks, including resumed ones).
-    - `wall_time`: seconds spent in this call; `train_time`, `eval_time`, `compile_time`: the
-      parts spent in compiled training chunks, in evaluation/end-of-task hooks, and compiling.
+    - `wall_time`: seconds spent in the run, summed over its resumed segments; `train_time`,
+      `eval_time`, `compile_time`: the parts spent in compiled training chunks, in
+      evaluation/end-of-task hooks, and compiling (also summed over the segments).
     - `steps_per_second`: training steps (per seed) per second of `train_time`.
     - `state`: the final training states, stacked over seeds.
     - `observations`: the records of the observers (see [`nte.continual.Event`][]): one dict
       per event, `{"kind", "task", "step", name: [value per seed], ...}`.
+    - `status`: `"complete"`, `"stopped"` (`stop_after_steps`) or `"diverged"`: the loss or
+      the state became non-finite (checked at every chunk boundary and after every
+      `end_task`); the run stopped there, so the accuracies it did not reach stay NaN (`null`
+      in the summary) and the metrics built on them are NaN.
+    - `diverged_at`: `(task, step within the task)` of the chunk boundary where the
+      non-finite value was found, or `None`.
+    - `warnings`: one line per problem found (the divergence; more than 99% of the weights
+      exactly zero, or at the `max_delta` clip, at a task end), each also issued as a
+      `RuntimeWarning`.
     """
 
     config: Config
@@ -48,6 +58,9 @@ class Result:
     steps_per_second: float
     state: Any
     observations: list
+    status: str = "complete"
+    diverged_at: tuple[int, int] | None = None
+    warnings: list = dataclasses.field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable dict: R, metrics as mean ± std over seeds, timings."""
@@ -67,6 +80,9 @@ class Result:
             "mean_forgetting": stats(m.mean_forgetting),
             "history": {"steps": _json(self.history_steps), **stats(self.history)},
             "finished": self.finished,
+            "status": self.status,
+            "diverged_at": _diverged(self.diverged_at),
+            "warnings": list(self.warnings),
             "steps": self.steps,
             "wall_time_s": self.wall_time,
             "train_time_s": self.train_time,
@@ -76,6 +92,10 @@ class Result:
             "steps_per_second": self.steps_per_second,
             "observations": self.observations,
         }
+
+
+def _diverged(at: tuple[int, int] | None) -> dict[str, int] | None:
+    return None if at is None else {"task": int(at[0]), "step": int(at[1])}
 
 
 def _json(x: Any) -> Any:

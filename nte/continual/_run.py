@@ -15,6 +15,7 @@ epoch)`, so the batch order does not depend on how steps are chunked or on the n
 devices, and a resumed run replays exactly the same batches.
 """
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -26,28 +27,16 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._internal._io import atomic_write_json
 from .._split import merge
-from . import _checkpoint as ckpt, _parallel as parallel, _stripes as stripes
+from . import _checkpoint as ckpt, _guard as guard, _parallel as parallel, _stripes as stripes
 from ._config import Config
 from ._metrics import metrics
 from ._model import check_model, default_model, model_identity
 from ._observe import Observer, check_observers, keep_until, observe
 from ._programs import device_tasks, programs, use_compile_cache
 from ._result import Result
-from ._tasks import Tasks, permuted_tasks, split_tasks
-
-
-def load_tasks(config: Config, dataset: Any = None) -> Tasks:
-    """The task sequence of `config.data` (loading `config.data.dataset` with `nte.data.load`
-    unless `dataset` is given)."""
-    d = config.data
-    if dataset is None:
-        from .. import data  # nte.data, imported lazily
-
-        dataset = data.load(d.dataset, source=d.source, data_dir=d.data_dir)
-    if d.scenario == "permuted":
-        return permuted_tasks(dataset, d.tasks, key=jr.key(d.task_seed))
-    return split_tasks(dataset, d.tasks, scenario=d.scenario)
+from ._tasks import Tasks, load_tasks
 
 
 class Progress(NamedTuple):
@@ -61,6 +50,9 @@ class Progress(NamedTuple):
     baseline: np.ndarray  # [seeds, T]
     history: np.ndarray  # [seeds, H, T]
     history_steps: np.ndarray  # [H]
+    times: np.ndarray  # [4] seconds (train, eval, compile, wall) of the checkpointed segments
+    health: np.ndarray  # [2] worst fraction of weights zero / at the clip at a task end
+    health_task: np.ndarray  # [2] first task end at which each exceeded guard.DEGENERATE
 
 
 @dataclasses.dataclass(eq=False)
@@ -80,8 +72,9 @@ class _Run:
     compile0: float
     times: dict = dataclasses.field(default_factory=lambda: {"train": 0.0, "eval": 0.0})
     observations: list = dataclasses.field(default_factory=list)
-    done0: int = 0
     identity: Any = None  # the config and model identity, checked in every checkpoint
+    times0: Any = None  # the [4] seconds of the earlier segments (see `Progress.times`)
+    diverged: tuple | None = None  # (task, step in task, chunk start, seeds) when it diverged
 
     @property
     def offset(self) -> list[int]:
@@ -104,7 +97,7 @@ def _steps_per_epoch(batch_size: int, tasks: Tasks) -> list[int]:
     return spe
 
 
-def _prepare(config: Any, model: Any, dataset: Any, observers: Any) -> _Run:
+def _prepare(config: Any, model: Any, dataset: Any, observers: Any, stack: Any) -> _Run:
     """Check every input, load the tasks, compile the programs, put the data on the devices."""
     if not isinstance(config, Config):
         raise TypeError(f"`config` must be an nte.continual.Config, got {type(config).__name__}.")
@@ -116,10 +109,12 @@ def _prepare(config: Any, model: Any, dataset: Any, observers: Any) -> _Run:
     spe = _steps_per_epoch(tr.batch_size, tasks)
     factory = default_model(config.model, tasks) if model is None else model
     abstract = check_model(factory, tasks)
-    folder = Path(tr.out) / "checkpoint" if tr.out is not None else None
+    folder = Path(tr.out) / guard.CHECKPOINT_FOLDER if tr.out is not None else None
     identity = {**config.identity(), "model_module": model_identity(abstract)}
-    if folder is not None and parallel.is_main():  # only process 0 writes
-        ckpt.check_config(folder, identity)
+    if folder is not None and parallel.is_main():  # only process 0 writes (under the lock)
+        stack.enter_context(guard.hold(tr.out))  # held until `run` returns
+        guard.clean(tr.out, overwrite=tr.overwrite)
+        ckpt.check_config(folder, identity)  # reads only: written once accepted (`_accept`)
     prog = programs(config, tasks, factory, abstract, custom=model is not None)
     seeds = jnp.arange(tr.seed, tr.seed + tr.seeds)
     keys = prog.par.place_seeds(jax.vmap(lambda s: jr.split(jr.key(s), 4))(seeds))
@@ -144,6 +139,9 @@ def _fresh(r: _Run) -> Progress:
         baseline=np.full((S, T), np.nan, np.float32),
         history=np.full((S, n_hist, T), np.nan, np.float32),
         history_steps=np.full(n_hist, -1, np.int64),
+        times=np.zeros(4, np.float64),
+        health=np.zeros(2, np.float64),
+        health_task=np.full(2, -1, np.int64),
     )
 
 
@@ -158,8 +156,22 @@ def _resume(r: _Run) -> Progress:
             r.observations = keep_until(ckpt.load_records(r.folder), int(p.done_steps))
     state, r.keys, dev = r.prog.par.place(p.state, r.keys, r.dev)
     r.dev = {**dev, **r.striped}
-    r.done0 = int(p.done_steps)
+    r.times0 = p.times.copy()
     return p._replace(state=state)
+
+
+def _accept(r: _Run) -> None:
+    """The config is accepted (checked, checkpoint verified): record it in `out`."""
+    if r.folder is None or not parallel.is_main():
+        return
+    ckpt.write_config(r.folder, r.identity)
+    atomic_write_json(r.folder.parent / guard.CONFIG_FILE, r.config.to_dict())
+
+
+def _times(r: _Run) -> np.ndarray:
+    """The cumulative seconds (train, eval, compile, wall) over every segment of the run."""
+    now = [r.times["train"], r.times["eval"], r.prog.compile_time - r.compile0]
+    return r.times0 + np.array([*now, time.perf_counter() - r.t_start])
 
 
 def _checkpoint(r: _Run, p: Progress) -> None:
@@ -171,7 +183,8 @@ def _checkpoint(r: _Run, p: Progress) -> None:
     state = r.prog.par.host(p.state)  # gathered from every process
     if r.prog.par.is_main:
         ckpt.save_records(r.folder, r.observations)  # before the state: see keep_until
-        ckpt.save(r.folder, p._replace(state=state), summary, identity=r.identity)
+        p = p._replace(state=state, times=_times(r))
+        ckpt.save(r.folder, p, summary, identity=r.identity)
 
 
 def _observe(r: _Run, p: Progress, kind: str, task: int) -> None:
@@ -201,11 +214,13 @@ def _chunk_end(r: _Run, t: int, s: int, budget: int | None) -> int:
 
 
 def _train_chunk(r: _Run, p: Progress, t: int, s: int, end: int) -> tuple[Progress, Any]:
-    """Steps `s..end` of task `t` in one compiled call (the per-chunk boundary)."""
+    """Steps `s..end` of task `t` in one compiled call (the per-chunk boundary); sets
+    `r.diverged` if the loss or the state is not finite afterwards."""
     e = s // r.spe[t]
-    state, loss = r.timed(
+    state, loss, ok = r.timed(
         "train", r.prog.train, p.state, r.dev, r.keys, t, e, s - e * r.spe[t], end - s
     )
+    _diverged(r, ok, t, end, s)
     p = p._replace(
         state=state,
         done_steps=p.done_steps + (end - s),
@@ -229,10 +244,22 @@ def _after_chunk(r: _Run, p: Progress, t: int, stopped: bool) -> Progress:
     return p
 
 
+def _diverged(r: _Run, ok: Any, t: int, step: int, since: int) -> None:
+    ok = np.asarray(ok)
+    if not ok.all():
+        seeds = (np.flatnonzero(~ok) + r.config.training.seed).tolist()
+        r.diverged = (t, step, since, seeds)
+
+
 def _end_task(r: _Run, p: Progress, t: int) -> Progress:
-    """The learner's `end_task` hook, row `R[t]`, the observers, a checkpoint."""
+    """The learner's `end_task` hook, row `R[t]`, the weights' health, the observers, a
+    checkpoint (unless the state is no longer finite: `r.diverged`)."""
     p = p._replace(state=r.timed("eval", r.prog.end_task, p.state, r.dev, r.keys, t))
+    _diverged(r, r.prog.finite(p.state), t, r.n_steps[t], r.n_steps[t])
+    if r.diverged is not None:
+        return p
     p.R[:, t] = _evaluate(r, p)
+    guard.health_update(p.health, p.health_task, r.prog.health(p.state, t), t)
     p = p._replace(position=np.array([t + 1, 0], np.int64))
     _observe(r, p, "task_end", t)
     _checkpoint(r, p)
@@ -260,21 +287,28 @@ def _train_task(r: _Run, p: Progress, t: int) -> tuple[Progress, bool]:
         end = _chunk_end(r, t, s, budget)
         p, loss = _train_chunk(r, p, t, s, end)
         s = end
+        if r.diverged is not None:
+            stopped = True
+            break
         stopped = stop is not None and int(p.done_steps) >= stop
         if bar is not None:
             bar.update(end - bar.n)
             bar.set_postfix(loss=f"{float(np.mean(loss)):.4f}")
         p = _after_chunk(r, p, t, stopped)
-    if s == r.n_steps[t]:
+    if s == r.n_steps[t] and r.diverged is None:
         p = _end_task(r, p, t)
     if bar is not None:
         bar.close()
-    return p, stopped
+    return p, stopped or r.diverged is not None
 
 
 def _finish(r: _Run, p: Progress) -> Result:
     R, baseline = p.R.astype(np.float64), p.baseline.astype(np.float64)
-    done = int(p.done_steps)
+    done, (train, evals, compiled, wall) = int(p.done_steps), _times(r)
+    status, notes = guard.status(
+        r.diverged, p.health, p.health_task, getattr(r.config.learner, "max_delta", None),
+        complete=int(p.position[0]) == r.prog.n_tasks,
+    )  # fmt: skip
     return Result(
         config=r.config,
         R=R,
@@ -282,15 +316,18 @@ def _finish(r: _Run, p: Progress) -> Result:
         metrics=metrics(R, baseline),
         history=p.history.astype(np.float64),
         history_steps=p.history_steps,
-        finished=int(p.position[0]) == r.prog.n_tasks,
+        finished=status == "complete",
         steps=done,
-        wall_time=time.perf_counter() - r.t_start,
-        train_time=r.times["train"],
-        eval_time=r.times["eval"],
-        compile_time=r.prog.compile_time - r.compile0,
-        steps_per_second=(done - r.done0) / max(r.times["train"], 1e-12),
+        wall_time=float(wall),
+        train_time=float(train),
+        eval_time=float(evals),
+        compile_time=float(compiled),
+        steps_per_second=done / max(float(train), 1e-12),
         state=merge(r.prog.par.host(p.state), r.prog.static),
         observations=list(r.observations),
+        status=status,
+        diverged_at=None if r.diverged is None else r.diverged[:2],
+        warnings=notes,
     )
 
 
@@ -320,7 +357,15 @@ def run(
     With `training.out` set, checkpoints are written atomically to `out/checkpoint/` at every
     task boundary and every `checkpoint_every` steps. Calling `run` again with the same config
     (and a model of the same structure and shapes) resumes from the last checkpoint and produces
-    the same `R` as an uninterrupted run.
+    the same `R` as an uninterrupted run. An untrustworthy checkpoint (corrupt, of another
+    config, holding NaN) raises an [`nte.continual.CheckpointError`][] naming the file. `out`
+    is locked for the call (a second process fails at once, naming this PID); killed writers'
+    temporary files are removed first; `out/config.json` is written once the config is
+    accepted; `training.overwrite` discards what `out` held. Timings add up over resumes.
+    The loss and state are checked for NaN/+inf at every chunk boundary: the first non-finite
+    value stops the run (`Result.status == "diverged"`, `Result.diverged_at`). Weights
+    (nearly) all zero or all at the `max_delta` clip at a task end give a warning
+    (`Result.warnings`, each also a `RuntimeWarning`).
 
     **Arguments:**
 
@@ -341,12 +386,14 @@ def run(
 
     A [`nte.continual.Result`][].
     """
-    r = _prepare(config, model, dataset, observers)
-    p = _resume(r)
-    if int(p.position[0]) == 0 and int(p.position[1]) == 0:
-        p = p._replace(baseline=_evaluate(r, p))
-    for t in range(int(p.position[0]), r.prog.n_tasks):
-        p, stopped = _train_task(r, p, t)
-        if stopped:
-            break
-    return _finish(r, p)
+    with contextlib.ExitStack() as stack:
+        r = _prepare(config, model, dataset, observers, stack)
+        p = _resume(r)
+        _accept(r)
+        if int(p.position[0]) == 0 and int(p.position[1]) == 0:
+            p = p._replace(baseline=_evaluate(r, p))
+        for t in range(int(p.position[0]), r.prog.n_tasks):
+            p, stopped = _train_task(r, p, t)
+            if stopped:
+                break
+        return _finish(r, p)

@@ -244,3 +244,16 @@ def task_batch(tasks_device: dict, t: jax.Array, index: jax.Array, *, test: bool
 def task_inputs(tasks_device: dict, t: jax.Array, x: jax.Array, y: jax.Array):
     """Task `t`'s view of dataset examples `x`, `y`: its pixel permutation and label map."""
     return x[:, tasks_device["permutations"][t]], tasks_device["label_map"][t][y]
+
+
+def load_tasks(config: Any, dataset: Any = None) -> Tasks:
+    """The task sequence of `config.data` ([`nte.continual.Config`][]), loading
+    `config.data.dataset` with `nte.data.load` unless `dataset` is given."""
+    d = config.data
+    if dataset is None:
+        from .. import data  # nte.data, imported lazily
+
+        dataset = data.load(d.dataset, source=d.source, data_dir=d.data_dir)
+    if d.scenario == "permuted":
+        return permuted_tasks(dataset, d.tasks, key=jr.key(d.task_seed))
+    return split_tasks(dataset, d.tasks, scenario=d.scenario)
