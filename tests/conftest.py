@@ -16,3 +16,11 @@ def x64():
     jax.config.update("jax_enable_x64", True)
     yield
     jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test file: no file reuses another's, and keeping
+    them all made one test process grow to ~6 GB."""
+    yield
+    jax.clear_caches()
