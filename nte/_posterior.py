@@ -148,7 +148,7 @@ def scale_by_nte(
     max_delta: float | int | Float[Array, ""] | None = None,
     renormalize: bool = True,
     init_scale: float | int | Float[Array, ""] = 0.0,
-    prune_below: float | Float[Array, ""] | None = None,
+    prune_below: float | int | Float[Array, ""] | None = None,
     invalid: str | None = None,
     key: PRNGKeyArray | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -354,7 +354,7 @@ def nte(
     max_delta: float | int | Float[Array, ""] | None = None,
     renormalize: bool = True,
     init_scale: float | int | Float[Array, ""] = 0.0,
-    prune_below: float | Float[Array, ""] | None = None,
+    prune_below: float | int | Float[Array, ""] | None = None,
     invalid: str | None = None,
     key: PRNGKeyArray | None = None,
 ) -> optax.GradientTransformationExtraArgs:
