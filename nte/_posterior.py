@@ -263,7 +263,8 @@ def scale_by_nte(
         leaves = jtu.tree_leaves(lam)
         log_norm = _logsumexp(leaves) if leaves else jnp.asarray(-jnp.inf)
         dead = pruning.count_pruned(lam)
-        by = PrunedBy(jnp.int32(0), jnp.int32(0), dead)
+        by = PrunedBy(jnp.int32(0), jnp.int32(0), jnp.array(dead, copy=True))  # no aliasing:
+        # a state whose buffers are distinct can be donated
         return ScaleByNTEState(signs, lam, log_norm, origin, dead, jnp.int32(0), by, jnp.int32(0))
 
     def update_fn(updates, state, params=None, **extra_args):
