@@ -10,9 +10,10 @@ A 784-`width`-10 ReLU MLP without biases (default width 256), batch 128, one epo
   run per τ of `--taus`; its sparsity is whatever the threshold gives.
 - `magnitude`: `nte.pruning.magnitude(optax.sgd(lr), s)` gradual (polynomial) from step 0 to
   75 % of the epoch, every 10 steps, one run per target sparsity s of `--sparsities`.
-- `prune_only`: ONE run of `nte.pruning.prune_only(rate, momentum=0.99)` (Gaussian cutoff,
-  origin variant); the test accuracy is taken at the first step at which the sparsity reaches
-  each target s (the network has that sparsity then).
+- `prune_only`, `prune_only_quantile`: ONE run each of `nte.pruning.prune_only(rate,
+  momentum=0.99)` (Gaussian or quantile cutoff, origin variant); the test accuracy is taken at
+  the first step at which the sparsity reaches each target s (the network has that sparsity
+  then), and at the end.
 - `sgd`: the dense reference.
 
 Every finished run is written to `--out/<run>.json` and skipped when the script is run again
@@ -38,7 +39,7 @@ def _args(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--beta", type=float, default=0.03)
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--taus", default="2e-6,4e-6,8e-6,1.2e-5,2e-5")
+    p.add_argument("--taus", default="2e-6,4e-6,8e-6,9e-6,1e-5,1.1e-5,1.2e-5,2e-5")
     p.add_argument("--sparsities", default="0.5,0.8,0.9,0.95")
     p.add_argument("--rate", type=float, default=0.01)
     p.add_argument("--out", default="runs/pruning_sparsity")
@@ -126,8 +127,13 @@ def _runs(args):
         )
         runs[f"magnitude_{s}"] = ("sgd", make, ())
     targets = tuple(float(s) for s in args.sparsities.split(","))
-    make = lambda: nte.pruning.prune_only(args.rate, 0.99, degree=2.0)
-    runs["prune_only"] = ("sgd", make, targets)
+    for cutoff in ("gaussian", "quantile"):
+        make = lambda c=cutoff: nte.pruning.prune_only(args.rate, 0.99, cutoff=c, degree=2.0)
+        runs["prune_only" if cutoff == "gaussian" else "prune_only_quantile"] = (
+            "sgd",
+            make,
+            targets,
+        )
     return runs
 
 
@@ -141,7 +147,8 @@ def _plot(rows, path):
     groups = {
         "NTE, prune_below": [r for k, r in rows.items() if k.startswith("nte")],
         "magnitude (SGD)": [r for k, r in rows.items() if k.startswith("magnitude")],
-        "prune only": list(rows["prune_only"]["at"].values()),
+        "prune only (Gaussian)": [*rows["prune_only"]["at"].values(), rows["prune_only"]],
+        "prune only (quantile)": list(rows["prune_only_quantile"]["at"].values()),
     }
     for label, rs in groups.items():
         rs = sorted(rs, key=lambda r: r["sparsity"])
