@@ -39,7 +39,7 @@ def _args(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--beta", type=float, default=0.03)
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--taus", default="2e-6,4e-6,8e-6,9e-6,1e-5,1.1e-5,1.2e-5,2e-5")
+    p.add_argument("--taus", default="2e-6,4e-6,8e-6,9e-6,9.5e-6,1e-5,1.1e-5,1.2e-5,2e-5")
     p.add_argument("--sparsities", default="0.5,0.8,0.9,0.95")
     p.add_argument("--rate", type=float, default=0.01)
     p.add_argument("--out", default="runs/pruning_sparsity")
