@@ -42,6 +42,7 @@ from ._nngp import empirical_nngp as empirical_nngp
 from ._ntk import empirical_ntk as empirical_ntk
 from ._per_example import per_example_grads as per_example_grads
 from ._posterior import ScaleByNTEState as ScaleByNTEState, nte as nte, scale_by_nte as scale_by_nte
+from ._posterior_pruning import PrunedBy as PrunedBy
 from ._scaled_sgd import (
     ScaleByScaledSGDState as ScaleByScaledSGDState,
     scale_by_scaled_sgd as scale_by_scaled_sgd,

@@ -3,16 +3,19 @@
 from typing import NamedTuple
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
+import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from . import _posterior_pruning as pruning
 from ._errors import check_params_shaped, check_positive
+from ._posterior_pruning import PrunedBy
 from ._signs import sign_mask
 from .likelihood._base import ExpertLogLikelihoods, check_invalid
-from .likelihood._kernels import count_true
 from .likelihood._vmap import from_grads
 
 
@@ -25,8 +28,14 @@ class ScaleByNTEState(NamedTuple):
     - `log_magnitudes`: λ = log|Δ|, params-shaped (−inf: pruned or dead expert).
     - `log_norm`: log Z, Z = ‖Δ‖₁ at init (fixed).
     - `origin`: θ0, params-shaped, or `None` for the origin variant (θ0 = 0).
-    - `num_pruned`: how many experts have λ = −inf (Δ exactly 0), after the last update.
-    - `num_invalid`: how many parameter-steps the invalid-expert policy touched, cumulative.
+    - `num_pruned`: how many experts are pruned (λ = −inf: the parameter is exactly 0, θ0 in
+      the init variant, for good), after the last update; `int32`.
+    - `num_invalid`: how many parameter-steps had an invalid expert (1 − β s g < 0 on some
+      example), cumulative.
+    - `pruned_by`: a [`nte.PrunedBy`][]: `num_pruned` split by cause (`likelihood`,
+      `threshold`, `zero`; they add up to `num_pruned`).
+    - `num_skipped`: how many steps were skipped because a per-example gradient was not finite
+      (NaN or ±inf): parameters and the rest of the state were left unchanged.
     """
 
     signs: PyTree
@@ -35,6 +44,8 @@ class ScaleByNTEState(NamedTuple):
     origin: PyTree | None
     num_pruned: Int[Array, ""]
     num_invalid: Int[Array, ""]
+    pruned_by: PrunedBy
+    num_skipped: Int[Array, ""]
 
 
 def _logsumexp(leaves: list) -> Array:
@@ -46,10 +57,6 @@ def _logsumexp(leaves: list) -> Array:
     shift = jnp.where(jnp.isfinite(m), m, 0)
     total = sum((jnp.sum(jnp.exp(v - shift)) for v in leaves), jnp.zeros((), dtype))
     return jnp.log(total) + shift
-
-
-def _count(pred, leaves) -> Array:
-    return jnp.asarray(sum((count_true(pred(v)) for v in leaves), jnp.int32(0)))
 
 
 def _init_delta(params, init_scale, key):
@@ -83,6 +90,23 @@ def _check_grads(updates, params) -> None:
 
 _DATA_TERMS = ("inv_temperature", "eta", "invalid")
 """The hyperparameters of the likelihood (the data term): used only with per-example gradients."""
+
+
+def _check_prune_below(prune_below) -> None:
+    if prune_below is None:
+        return
+    number = isinstance(prune_below, (int, float, np.number, np.ndarray, jax.Array))
+    if number and not isinstance(prune_below, bool) and np.ndim(prune_below) == 0:
+        try:
+            tau = float(prune_below)
+        except TypeError:  # a tracer (optax.inject_hyperparams): cannot be checked eagerly
+            return
+        if 0 < tau < 1:
+            return
+    raise ValueError(
+        "`prune_below` (τ, the posterior weight |Δ_i|/‖Δ‖₁ below which an expert is removed) "
+        f"must be None or a number with 0 < τ < 1, got {prune_below!r}."
+    )
 
 
 def _check_hyperparameters(inv_temperature, eta, max_delta, init_scale, invalid) -> None:
@@ -124,6 +148,7 @@ def scale_by_nte(
     max_delta: float | int | Float[Array, ""] | None = None,
     renormalize: bool = True,
     init_scale: float | int | Float[Array, ""] = 0.0,
+    prune_below: float | int | Float[Array, ""] | None = None,
     invalid: str | None = None,
     key: PRNGKeyArray | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -136,6 +161,7 @@ def scale_by_nte(
         L_i = η Σ_b log(1 − β s_i g_{b,i})            (sum over the batch, not mean)
         λ  ← λ + L
         λ  ← λ + log Z − logsumexp(λ)                  (if renormalize; over all leaves)
+        λ_i ← −inf where exp(λ_i)/‖Δ‖₁ < τ, renormalize (if prune_below = τ)
         λ  ← min(λ, log max_delta)                     (if max_delta)
         θ  = θ0 + s·exp(λ)
 
@@ -158,17 +184,36 @@ def scale_by_nte(
     It returns increments: after `optax.apply_updates(params, updates)` the parameters are
     θ0 + s·exp(λ'). `params` is required.
 
-    **Numerics.** 1 − βsg = 0 exactly gives λ = −inf: the parameter becomes exactly 0 (θ0 in the
-    init variant) and stays there forever (pruned); `logsumexp` ignores it. 1 − βsg < 0 (an
-    invalid expert) never produces a NaN and never reaches the logsumexp:
+    **Pruning** ([maths: pruning](../math.md#pruning)). An expert with λ = −inf is pruned: its
+    parameter is exactly 0 (θ0 in the init variant) after `optax.apply_updates` and stays there
+    for good; `logsumexp` ignores it. Three causes, counted in `state.pruned_by`
+    ([`nte.PrunedBy`][]) and in total in `state.num_pruned`:
+
+    - `likelihood`: 1 − βsg = 0 exactly on some example (any policy), or ≤ 0 under
+      `invalid="prune"`: the posterior is exactly 0;
+    - `threshold`: with `prune_below=τ`, a posterior weight |Δ_i|/‖Δ‖₁ < τ after
+      renormalization (then the rest is renormalized again);
+    - `zero`: the parameter reads exactly 0 (θ0) when `update` is called (dead experts at init,
+      or set to it from outside), or θ0 + s·exp(λ) would read θ0 after `optax.apply_updates`
+      (exp(λ) underflows, or is lost to rounding). The increments are computed so that
+      `params + increments` lands exactly on θ0 + s·exp(λ) (one rounding correction), so what
+      the parameters read and what λ says agree.
+
+    **Invalid experts** (1 − βsg < 0) never produce a NaN and never reach the logsumexp; every
+    valid expert gets its exact log(1 − βsg), however close to 0:
 
     - `invalid="cap"` (default): β is lowered for this step to β(1 − ε)/max(β s g), ε = 1e-6
       (so the worst argument is ε), for the whole batch;
-    - `invalid="floor"`: the argument of the log is floored at ε (an exact 0 still prunes);
+    - `invalid="prune"`: an invalid expert is pruned (its posterior is 0);
+    - `invalid="floor"`: the argument of the log is floored at ε for every expert (an exact 0
+      still prunes);
     - `invalid="raise"`: an error naming `inv_temperature` is raised; it uses `eqx.error_if`,
       so it raises eagerly and also inside `jax.jit` (as a runtime error when the step runs).
 
-    The state counts the experts pruned and the parameter-steps the policy touched.
+    **Non-finite gradients** (NaN or ±inf) never change parameters silently: with
+    `invalid="raise"` the step raises naming the parameter leaf; otherwise (and for an
+    [`nte.ExpertLogLikelihoods`][] with a NaN) the step returns zero increments, leaves the
+    state unchanged and counts it in `state.num_skipped`.
 
     **Arguments:**
 
@@ -181,7 +226,10 @@ def scale_by_nte(
     - `init_scale`: σ ≥ 0. σ = 0 is the origin variant (Δ = θ, θ0 = 0; parameters exactly 0
       are dead experts, s = 0, that stay 0). σ > 0 draws Δ = σ·N(0, 1) with a fresh key per
       leaf (`jax.random.split(key, num_leaves)`, in leaf order) and θ0 = θ − Δ.
-    - `invalid`: `"cap"` (default), `"floor"` or `"raise"`
+    - `prune_below`: τ with 0 < τ < 1, or `None` (default: no threshold). Experts whose
+      posterior weight |Δ_i|/‖Δ‖₁ falls below τ are removed for good (injectable: under
+      `optax.inject_hyperparams` a number becomes a hyperparameter, `None` stays off).
+    - `invalid`: `"cap"` (default), `"prune"`, `"floor"` or `"raise"`
       ([maths: invalid experts](../math.md#invalid-experts)); only with per-example gradients.
     - `key`: a PRNG key, required when `init_scale > 0` (unused otherwise).
 
@@ -206,6 +254,7 @@ def scale_by_nte(
         ```
     """
     _check_hyperparameters(inv_temperature, eta, max_delta, init_scale, invalid)
+    _check_prune_below(prune_below)
 
     def init_fn(params):
         delta, origin = _init_delta(params, init_scale, key)
@@ -213,8 +262,10 @@ def scale_by_nte(
         lam = jtu.tree_map(lambda d: jnp.log(jnp.abs(d)), delta)
         leaves = jtu.tree_leaves(lam)
         log_norm = _logsumexp(leaves) if leaves else jnp.asarray(-jnp.inf)
-        pruned = _count(lambda v: v == -jnp.inf, leaves)
-        return ScaleByNTEState(signs, lam, log_norm, origin, pruned, jnp.int32(0))
+        dead = pruning.count_pruned(lam)
+        by = PrunedBy(jnp.int32(0), jnp.int32(0), jnp.array(dead, copy=True))  # no aliasing:
+        # a state whose buffers are distinct can be donated
+        return ScaleByNTEState(signs, lam, log_norm, origin, dead, jnp.int32(0), by, jnp.int32(0))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
@@ -228,51 +279,73 @@ def scale_by_nte(
             _check_grads(updates, params)
             data = (inv_temperature, 1.0 if eta is None else eta)
             data = jtu.tree_map(lambda h: jnp.asarray(h, jnp.result_type(float)), data)
-        max_delta_ = None if max_delta is None else jnp.asarray(max_delta, jnp.result_type(float))
+        bounds = jtu.tree_map(
+            lambda h: None if h is None else jnp.asarray(h, jnp.result_type(float)),
+            (max_delta, prune_below),
+        )
         policy = "cap" if invalid is None else invalid
-        return _update(updates, state, params, data, max_delta_, renormalize, policy)
+        return _update(updates, state, params, data, bounds, renormalize, policy)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 @eqx.filter_jit
-def _update(updates, state, params, data, max_delta, renormalize, invalid):
+def _update(updates, state, params, data, bounds, renormalize, invalid):
     """One step ([maths: the posterior update](../math.md#the-posterior-update)), compiled
-    once per shapes; β, η, max_delta are traced. `data = (β, η)` with per-example gradients,
-    whose likelihood is computed as by [`nte.likelihood.Vmap`][]."""
+    once per shapes; β, η, max_delta, τ are traced. `data = (β, η)` with per-example gradients,
+    whose likelihood is computed as by [`nte.likelihood.Vmap`][]; `bounds = (max_delta, τ)`."""
     if data is not None:
         updates = from_grads(updates, state.signs, *data, invalid)
-    lam = jtu.tree_map(
-        lambda v, L: (v + L).astype(v.dtype), state.log_magnitudes, updates.log_likelihoods
+    max_delta, prune_below = bounds
+    lam, by_zero = pruning.prune_read_zero(state.log_magnitudes, params, state.origin)
+    lam, by_likelihood = pruning.add_likelihood(lam, updates.log_likelihoods)
+    lam = _renormalize(lam, state.log_norm, renormalize)
+    by_threshold = jnp.int32(0)
+    if prune_below is not None:
+        lse = _logsumexp(jtu.tree_leaves(lam))
+        lam, by_threshold = pruning.prune_threshold(lam, lse, prune_below)
+        lam = _renormalize(lam, state.log_norm, renormalize)
+    lam = _clip(lam, max_delta)
+    lam, increments, by_landing = pruning.land(lam, state.signs, params, state.origin)
+    by = state.pruned_by
+    by = PrunedBy(
+        by.likelihood + by_likelihood, by.threshold + by_threshold, by.zero + by_zero + by_landing
     )
-    lam = _project(lam, state.log_norm, renormalize, max_delta)
-    new = _parameters(lam, state.signs, state.origin)
-    increments = jtu.tree_map(lambda n, p: (n - p).astype(p.dtype), new, params)
-    pruned = _count(lambda v: v == -jnp.inf, jtu.tree_leaves(lam))
-    total_invalid = state.num_invalid + jnp.asarray(updates.num_invalid, jnp.int32)
-    new_state = state._replace(log_magnitudes=lam, num_pruned=pruned, num_invalid=total_invalid)
+    new_state = state._replace(
+        log_magnitudes=lam,
+        num_pruned=pruning.count_pruned(lam),
+        num_invalid=state.num_invalid + jnp.asarray(updates.num_invalid, jnp.int32),
+        pruned_by=by,
+    )
+    return _skip_unless_finite(updates.log_likelihoods, increments, new_state, state)
+
+
+def _skip_unless_finite(loglik, increments, new_state, state):
+    """A step whose likelihood comes from a non-finite gradient changes nothing: zero
+    increments, the old state with `num_skipped` + 1."""
+    ok = pruning.finite_likelihood(loglik)
+    increments = jtu.tree_map(lambda d: jnp.where(ok, d, jnp.zeros_like(d)), increments)
+    kept = state._replace(num_skipped=state.num_skipped + 1)
+    new_state = jtu.tree_map(lambda a, b: jnp.where(ok, a, b), new_state, kept)
     return increments, new_state
 
 
-def _project(lam, log_norm, renormalize, max_delta):
-    """Steps 4–5: renormalize to log Z over all leaves, then clip at log max_delta."""
-    if renormalize:
-        lse = _logsumexp(jtu.tree_leaves(lam))
-        shift = jnp.where(jnp.isfinite(lse), log_norm - lse, 0)  # all pruned: leave as is
-        lam = jtu.tree_map(lambda v: (v + shift.astype(v.dtype)).astype(v.dtype), lam)
-    if max_delta is not None:
-        lam = jtu.tree_map(
-            lambda v: jnp.minimum(v, jnp.log(jnp.asarray(max_delta, v.dtype))).astype(v.dtype), lam
-        )
-    return lam
+def _renormalize(lam, log_norm, renormalize):
+    """Step 4: λ + log Z − logsumexp(λ) over all leaves (all pruned: left as is)."""
+    if not renormalize:
+        return lam
+    lse = _logsumexp(jtu.tree_leaves(lam))
+    shift = jnp.where(jnp.isfinite(lse), log_norm - lse, 0)
+    return jtu.tree_map(lambda v: (v + shift.astype(v.dtype)).astype(v.dtype), lam)
 
 
-def _parameters(lam, signs, origin):
-    """Step 6: θ = θ0 + s·exp(λ) (θ0 = 0 when `origin` is None)."""
-    delta = jtu.tree_map(lambda v, s: s.astype(v.dtype) * jnp.exp(v), lam, signs)
-    if origin is None:
-        return delta
-    return jtu.tree_map(jnp.add, origin, delta)
+def _clip(lam, max_delta):
+    """Step 5: λ ← min(λ, log max_delta)."""
+    if max_delta is None:
+        return lam
+    return jtu.tree_map(
+        lambda v: jnp.minimum(v, jnp.log(jnp.asarray(max_delta, v.dtype))).astype(v.dtype), lam
+    )
 
 
 def nte(
@@ -282,6 +355,7 @@ def nte(
     max_delta: float | int | Float[Array, ""] | None = None,
     renormalize: bool = True,
     init_scale: float | int | Float[Array, ""] = 0.0,
+    prune_below: float | int | Float[Array, ""] | None = None,
     invalid: str | None = None,
     key: PRNGKeyArray | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -296,6 +370,7 @@ def nte(
         max_delta=max_delta,
         renormalize=renormalize,
         init_scale=init_scale,
+        prune_below=prune_below,
         invalid=invalid,
         key=key,
     )

@@ -62,8 +62,8 @@ CASES = [
     Case(
         "nte",
         nte.nte,
-        dict(inv_temperature=0.05, eta=1.0, max_delta=0.8),
-        dict(inv_temperature=0.02, eta=0.5, max_delta=0.3),
+        dict(inv_temperature=0.05, eta=1.0, max_delta=0.8, prune_below=0.01),
+        dict(inv_temperature=0.02, eta=0.5, max_delta=0.3, prune_below=0.04),
         per_example=True,
     ),
     Case(

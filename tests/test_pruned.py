@@ -20,7 +20,9 @@ def _nte_state():
         "b": jnp.array([-jnp.inf, -3.0, 2.0]),
     }
     signs = jtu.tree_map(lambda v: jnp.ones(v.shape, jnp.int8), lam)
-    return nte.ScaleByNTEState(signs, lam, jnp.float32(0.0), None, jnp.int32(3), jnp.int32(0))
+    by = nte.PrunedBy(jnp.int32(0), jnp.int32(0), jnp.int32(3))
+    zero = jnp.int32(0)
+    return nte.ScaleByNTEState(signs, lam, jnp.float32(0.0), None, jnp.int32(3), zero, by, zero)
 
 
 def _alive():

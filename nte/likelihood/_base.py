@@ -11,9 +11,9 @@ import jax.tree_util as jtu
 from jaxtyping import Array, Float, Int, PyTree
 
 from .._errors import check_choice
-from ._kernels import Stats, capped_beta, count, max_of
+from ._kernels import Stats, capped_beta, count, flooring, max_of
 
-INVALID_POLICIES = ("cap", "floor", "raise")
+INVALID_POLICIES = ("cap", "floor", "raise", "prune")
 
 
 class ExpertLogLikelihoods(eqx.Module):
@@ -23,7 +23,9 @@ class ExpertLogLikelihoods(eqx.Module):
     **Fields:**
 
     - `log_likelihoods`: a params-shaped pytree, L_i = η Σ_b log(1 − β s_i g_{b,i}) (−inf marks
-      an expert pruned by this batch).
+      an expert pruned by this batch: 1 − β s g = 0 exactly, or < 0 under `invalid="prune"`;
+      NaN marks a parameter with a non-finite per-example gradient, which
+      [`nte.scale_by_nte`][] never applies: it skips the step).
     - `num_invalid`: how many parameters had 1 − β s g < 0 for some example (before the policy).
     - `inv_temperature`: the β actually used (smaller than requested if `invalid="cap"` capped it).
     """
@@ -95,7 +97,10 @@ def apply_policy(
     The one place where the policy acts ([maths: invalid experts](../math.md#invalid-experts)):
     `"cap"` lowers β for the whole batch to β(1 − ε)/max(β s g) (deciding from the parts'
     bounds and exact maxima before the main pass, and re-running a part only if β was capped),
-    `"floor"` keeps the floored logs, `"raise"` raises (also under jit) if any expert is invalid.
+    `"floor"` traces the sums with the logs floored at ε, `"prune"` keeps −inf for every expert
+    with 1 − β s g ≤ 0 on some example, `"raise"` raises (also under jit) if any expert is
+    invalid or any gradient is not finite (naming the leaf). Every valid expert
+    (0 < 1 − β s g) gets its exact log except under `"floor"`.
     With `axis_name` (inside `jax.shard_map`, the batch split over that axis) the capped β is the
     smallest over the shards and the sums and counts are added across them.
 
@@ -103,13 +108,14 @@ def apply_policy(
     """
     leaves, treedef = jtu.tree_flatten(like)
     beta = jnp.asarray(beta, jnp.result_type(float, *leaves))
-    if invalid == "cap":
-        sums, beta_used, num_invalid = _capped(parts, beta, axis_name)
-    else:
-        stats = [p.stats(beta) for p in parts]
-        sums = [s.sums for s in stats]
-        beta_used = beta
-        num_invalid = sum((count(s.bad) for s in stats), jnp.int32(0))
+    with flooring(invalid == "floor"):
+        if invalid == "cap":
+            sums, beta_used, num_invalid = _capped(parts, beta, axis_name)
+        else:
+            stats = [p.stats(beta) for p in parts]
+            sums = [s.sums for s in stats]
+            beta_used = beta
+            num_invalid = sum((count(s.bad) for s in stats), jnp.int32(0))
     out = [None] * len(leaves)
     for part, values in zip(parts, sums):
         for i, v in zip(part.leaves, values):
@@ -118,7 +124,32 @@ def apply_policy(
         out, num_invalid = jax.lax.psum((out, num_invalid), axis_name)
     loglik = treedef.unflatten([(jnp.asarray(eta, v.dtype) * v).astype(v.dtype) for v in out])
     num_invalid = jnp.asarray(num_invalid, jnp.int32)
-    return ExpertLogLikelihoods(_raise_if(loglik, num_invalid, invalid), num_invalid, beta_used)
+    if invalid == "raise":
+        loglik = raise_if_not_finite(_raise_if(loglik, num_invalid), like)
+    return ExpertLogLikelihoods(loglik, num_invalid, beta_used)
+
+
+def not_finite(v: Array) -> Array:
+    """Where a log-likelihood comes from a non-finite gradient: NaN (or +inf, which finite
+    gradients cannot give: every factor's log is finite or −inf)."""
+    return jnp.isnan(v) | (v == jnp.inf)
+
+
+def raise_if_not_finite(loglik: PyTree, like: PyTree) -> PyTree:
+    """`eqx.error_if` per leaf: a non-finite per-example gradient raises, naming the leaf's path
+    in `like` (also under jit, as a runtime error when the step runs)."""
+    paths = [jtu.keystr(path) for path, _ in jtu.tree_flatten_with_path(like)[0]]
+    leaves, treedef = jtu.tree_flatten(loglik)
+    checked = [
+        eqx.error_if(
+            v,
+            jnp.any(not_finite(v)),
+            f"non-finite (NaN or infinite) per-example gradient in the parameter leaf {path}: "
+            "the step would change parameters from it (invalid='raise').",
+        )
+        for v, path in zip(leaves, paths)
+    ]
+    return treedef.unflatten(checked)
 
 
 def _capped(parts: list[Part], beta, axis_name):
@@ -151,12 +182,10 @@ def _capped(parts: list[Part], beta, axis_name):
     return sums, beta_used, num_invalid
 
 
-def _raise_if(tree: PyTree, num_invalid: Array, invalid: str) -> PyTree:
-    if invalid != "raise":
-        return tree
+def _raise_if(tree: PyTree, num_invalid: Array) -> PyTree:
     return eqx.error_if(
         tree,
         num_invalid > 0,
         "invalid experts: 1 − β·s·g < 0 for some parameter; `inv_temperature` (β) is too large "
-        "for this batch (use invalid='cap' or 'floor', or a smaller β).",
+        "for this batch (use invalid='cap', 'floor' or 'prune', or a smaller β).",
     )

@@ -6,6 +6,8 @@ taps (δ_b, a_b) of a dense layer, whose per-example weight gradient is δ_b a_b
 [maths: the likelihood methods](../math.md#likelihood-methods).
 """
 
+import contextlib
+import contextvars
 from typing import NamedTuple
 
 import jax
@@ -31,10 +33,39 @@ class Stats(NamedTuple):
     bad: list
 
 
+_FLOOR = contextvars.ContextVar("nte_likelihood_floor", default=False)
+"""Whether [`log1m`][] floors its argument at ε (the `invalid="floor"` policy); read when the
+sums are traced, set by [`flooring`][]."""
+
+
+@contextlib.contextmanager
+def flooring(floor: bool):
+    """Trace the sums under `invalid="floor"` (`floor=True`) or any other policy: every
+    [`log1m`][] traced inside the block floors, or not. The sums are traced synchronously
+    (`lax.cond`, `lax.scan` and `lax.switch` trace their bodies when called), so the choice is
+    static and needs no argument through the methods' parts."""
+    token = _FLOOR.set(bool(floor))
+    try:
+        yield
+    finally:
+        _FLOOR.reset(token)
+
+
 def log1m(u: Array) -> Array:
-    """log(1 − u) elementwise: −inf at u = 1 exactly (pruning), log ε wherever 1 − u < ε."""
-    safe = jnp.minimum(u, 1 - EPS)
-    return jnp.where(u == 1, -jnp.inf, jnp.log1p(-safe))
+    """log(1 − u) elementwise, the factor of one example in the likelihood.
+
+    - u < 1: the exact `log1p(−u)` (also for 1 − u < ε: no floor unless flooring);
+    - u = 1 exactly: −inf (pruning, under every policy);
+    - u > 1 (an invalid expert, 1 − u < 0): −inf, the expert is pruned (`invalid="prune"`;
+      `"cap"` never lets u exceed 1, `"raise"` raises);
+    - under [`flooring`][] (`invalid="floor"`): log ε wherever 1 − u < ε except u = 1 exactly;
+    - u not finite (a NaN or infinite gradient): NaN, whatever the policy, so the caller sees it.
+    """
+    if _FLOOR.get():
+        value = jnp.where(u == 1, -jnp.inf, jnp.log1p(-jnp.minimum(u, 1 - EPS)))
+    else:
+        value = jnp.where(u >= 1, -jnp.inf, jnp.log1p(-jnp.minimum(u, 1)))
+    return jnp.where(jnp.isfinite(u), value, jnp.nan)
 
 
 def leaf_stats(g: Array, s: Array, beta, weight: Array | None = None):
@@ -75,9 +106,12 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
 
 
 def capped_beta(beta, max_u: Array) -> Array:
-    """β for this step under `invalid="cap"`: β(1 − ε)/max_u when max_u = max β s g > 1."""
+    """β for this step under `invalid="cap"`: β(1 − ε)/max_u when max_u = max β s g > 1 is
+    finite (an infinite or NaN max comes from a non-finite gradient: β is left as is and the
+    sums come out NaN, see [`log1m`][])."""
     beta = jnp.asarray(beta, jnp.result_type(max_u, float))
-    return jnp.where(max_u > 1, beta * (1 - EPS) / jnp.maximum(max_u, 1), beta)
+    cap = jnp.isfinite(max_u) & (max_u > 1)  # a non-finite gradient never caps: it is reported
+    return jnp.where(cap, beta * (1 - EPS) / jnp.where(cap, max_u, 1), beta)
 
 
 def count_true(mask: Array) -> Array:
