@@ -81,6 +81,7 @@ def nte_transformation(section: "NTEConfig", key: PRNGKeyArray | None):
     # β, η and `invalid` belong to the likelihood (`TangentLikelihoods`), not to the optimizer.
     return nte_optimizer(
         max_delta=section.max_delta,
+        prune_below=section.prune_below,
         renormalize=section.renormalize,
         init_scale=section.init_scale,
         key=key,
@@ -101,7 +102,12 @@ class NTEConfig(LearnerConfig):
     init_scale: float = option(
         0.0, "0: origin variant; σ > 0: Δ = σ·N(0, 1)", number(0.0, strict=False)
     )
-    invalid: str = option("cap", "invalid-expert policy", choice("cap", "floor", "raise"))
+    invalid: str = option("cap", "invalid-expert policy", choice("cap", "floor", "raise", "prune"))
+    prune_below: float | None = option(
+        None,
+        "remove experts whose posterior weight |Δ_i|/‖Δ‖₁ falls below this τ (0 < τ < 1)",
+        number(0.0, below=1.0, optional=True),
+    )
     method: str = option("auto", "likelihood method", choice("auto", "vmap", "chunked", "series"))
     chunk_size: int | None = option(
         None, "examples per chunk of the likelihood", integer(1, optional=True)
