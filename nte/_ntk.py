@@ -228,13 +228,20 @@ def empirical_ntk(
       ∂f_k/∂b = δ_k, so its kernel is (A1 A2ᵀ + 1[bias]) ⊙ (D1 D2ᵀ) from the layer inputs A and
       the backprop signals D (per output), respecting `filter_spec` per leaf (a weight-only
       selection gives (A1 A2ᵀ)⊙(D1 D2ᵀ), a bias-only one D1 D2ᵀ); a layer called several times
-      sums over pairs of calls. Every other selected leaf falls back to `"ntvp"`. Linear
-      layers must be called as `layer(x)` directly on the example (not inside an inner
-      `jax.vmap`/`lax.scan`; otherwise a `ValueError` names `method`), and their weights
-      must not also be used outside the call.
-    - `"auto"`: `"structured"` if a selected parameter belongs to an `eqx.nn.Linear` and the
-      model traces with the taps; otherwise `"jacobian"` if the Jacobians take at most 256
-      MiB, else `"ntvp"`.
+      sums over pairs of calls. For every `eqx.nn.Conv1d/2d/3d` layer (`groups=1`, any
+      stride, padding, padding mode and dilation) ∂f_k/∂W = Σ_p δ_k[p] P[p]ᵀ over the output
+      positions p (P[p]: the input patch), so its kernel is
+      Σ_k Σ_{p,q} ⟨P_a[p], P_b[q]⟩⟨δ_{a,k}[p], δ_{b,k}[q]⟩ (in chunks of rows of `x1`, at most
+      128 MiB of position pairs) or, where fewer FLOPs, the contraction of the layer's
+      per-example Jacobian Σ_p δ_k[p] P[p]ᵀ formed from the taps by one einsum; its bias
+      kernel is Σ_k ⟨Σ_p δ_{a,k}[p], Σ_q δ_{b,k}[q]⟩. Every other selected leaf (a grouped
+      convolution's among them) falls back to `"ntvp"`. Tapped layers must be called as
+      `layer(x)` directly on the example (not inside an inner `jax.vmap`/`lax.scan`;
+      otherwise a `ValueError` names `method`), and their weights must not also be used
+      outside the call.
+    - `"auto"`: `"structured"` if a selected parameter belongs to an `eqx.nn.Linear` or conv
+      layer and the model traces with the taps; otherwise `"jacobian"` if the Jacobians take
+      at most 256 MiB, else `"ntvp"`.
 
     All methods agree to ~1e-5 relative in float32.
 
@@ -285,7 +292,7 @@ def empirical_ntk(
         if method != "structured":
             raise
         raise ValueError(
-            '`method="structured"` needs the eqx.nn.Linear layers of `model` to be called '
+            '`method="structured"` needs the eqx.nn.Linear/Conv layers of `model` to be called '
             "directly on the example, not inside an inner jax.vmap/lax.scan; use "
             '`method="ntvp"` (or "auto") for this model.'
         ) from error

@@ -135,7 +135,9 @@ def test_structured_conv_ntk_respects_filter_spec(getkey, x64):
     x1 = jax.random.normal(getkey(), (4, size), jnp.float64)
     for leaf in ("weight", "bias"):
         spec = jtu.tree_map(lambda _: False, model)
-        spec = eqx.tree_at(lambda m: [getattr(c, leaf) for c in m.convs], spec, [True, True])
+        spec = eqx.tree_at(
+            lambda m, leaf=leaf: [getattr(c, leaf) for c in m.convs], spec, [True] * 2
+        )
         ref = nte.empirical_ntk(model, x1, method="jacobian", filter_spec=spec)
         got = nte.empirical_ntk(model, x1, method="structured", filter_spec=spec)
         assert _rel(got, ref) < 1e-10
