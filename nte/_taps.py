@@ -9,7 +9,9 @@ to its output, so the derivative with respect to ε is δ. The structured NTK
 this way.
 
 Which layers are tapped is said by tap rules ([`AbstractTapRule`][]), one per layer type:
-`eqx.nn.Linear` today; a convolution is one more rule (its record would be the input patches).
+`eqx.nn.Linear` (records its input a) and `eqx.nn.Conv1d/2d/3d` with `groups=1` (records the
+input patches P[p] at every output position p, so the weight gradient is Σ_p δ[p] P[p]ᵀ and
+the bias gradient Σ_p δ[p]); a grouped convolution is not tapped (the generic paths take it).
 The recording is a trace-time side effect of one forward pass, scoped by a `ContextVar`
 ([`run`][]), so a tapped model outside [`run`][] is the plain model.
 """
@@ -50,7 +52,55 @@ class LinearRule(AbstractTapRule):
         return jnp.ravel(x)
 
 
-RULES: tuple[AbstractTapRule, ...] = (LinearRule(),)
+class ConvRule(AbstractTapRule):
+    """`eqx.nn.Conv` (1-, 2- or 3-D, `groups=1`, any padding mode): records the input patches
+    `[positions, in_channels·prod(kernel_size)]` (im2col, respecting stride, padding and
+    dilation; features in the order of `weight[o].ravel()`). Its δ, shaped like the output
+    `[out_channels, *positions]`, is read by [`conv_signals`][]."""
+
+    def matches(self, node: Any) -> bool:
+        return isinstance(node, eqx.nn.Conv) and node.groups == 1
+
+    def record(self, layer: eqx.Module, x: Array) -> Array:
+        return conv_patches(layer, x)
+
+
+def conv_patches(layer: eqx.nn.Conv, x: Array) -> Array:
+    """The input patches of `layer` on one example `x` `[in_channels, *spatial]`:
+    `[positions, in_channels·prod(kernel_size)]`, so that `layer(x)[:, p]` is
+    `weight.reshape(out, -1) @ patches[p] (+ bias)`."""
+    if layer.groups != 1:
+        raise ValueError(
+            f"conv layers with `groups` > 1 are not supported by the taps, got groups="
+            f"{layer.groups} (they are not tapped; the generic paths take them)."
+        )
+    padding = layer.padding
+    if layer.padding_mode != "ZEROS":
+        x, padding = layer._nonzero_pad(x), "VALID"
+    patches = jax.lax.conv_general_dilated_patches(
+        x[None],
+        layer.kernel_size,
+        layer.stride,
+        padding,
+        rhs_dilation=layer.dilation,
+        precision=jax.lax.Precision.HIGHEST,
+    )[0]
+    return jnp.reshape(patches, (patches.shape[0], -1)).T
+
+
+def conv_signals(delta: Array, output: jax.ShapeDtypeStruct) -> Array:
+    """δ of a conv call shaped `[..., *output.shape]` (`output`: `[out_channels, *positions]`)
+    as `[..., positions, out_channels]`."""
+    lead = delta.shape[: delta.ndim - len(output.shape)]
+    return jnp.swapaxes(jnp.reshape(delta, lead + (output.shape[0], -1)), -1, -2)
+
+
+def is_conv(node: Any) -> bool:
+    """Whether `node` is a layer tapped by [`ConvRule`][]."""
+    return ConvRule().matches(node)
+
+
+RULES: tuple[AbstractTapRule, ...] = (LinearRule(), ConvRule())
 """The tap rules in use; layers are indexed in flattening order over all of them."""
 
 

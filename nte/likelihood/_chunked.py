@@ -23,7 +23,12 @@ class Chunked(AbstractTappedMethod):
     logs, extra memory O(N). A group whose bound 16·max|β s g| ≤ 1/4 takes one log per
     parameter: log Π_b(1 − u_b), the product accumulated as 1 + v with v ← v − u_b(1 + v)
     (rounding ≈ 32ε·Σ_b|u_b|, like a float sum of the logs); any other group takes every log
-    (exact pruning, invalid experts). Biases use their per-example gradient δ_b. Every other
+    (exact pruning, invalid experts). Biases use their per-example gradient δ_b. The weights
+    of every conv layer (`groups=1`) called once per example are exact from its taps too: the
+    per-example gradient g_b = Σ_p δ_b[p] P_b[p]ᵀ (P_b[p]: the input patch at output position
+    p) of a small group of examples is formed by one einsum and its logs added in a
+    `lax.scan` (extra memory O(max(N_layer, 2^18)) per step; Series and Auto use this pass
+    for conv weights as well), its bias from Σ_p δ_b[p]. Every other
     leaf uses per-example gradients `chunk_size` examples at a time (the batch is padded with
     masked copies of its first example when it does not divide), extra memory O(chunk·N).
 

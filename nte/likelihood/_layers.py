@@ -1,6 +1,8 @@
-"""Methods that read dense layers from their taps: the weights of every `eqx.nn.Linear` layer
+"""Methods that read layers from their taps: the weights of every `eqx.nn.Linear` layer
 called once per example from its inputs a_b and backprop signals δ_b (the per-example weight
-gradient is δ_b a_bᵀ), biases from δ_b, every other leaf from per-example gradients in chunks.
+gradient is δ_b a_bᵀ), biases from δ_b; the weights of every conv layer called once per example
+from its patches and signals (`_conv.py`, exact); every other leaf from per-example gradients
+in chunks.
 """
 
 import abc
@@ -15,6 +17,7 @@ from jaxtyping import Array
 from .. import _taps as taps
 from .._split import merge
 from ._base import AbstractMethod, Batch, Part
+from ._conv import conv_bias_part, conv_weight_part
 from ._grads import chunked_part, default_chunk, sign_leaves
 from ._kernels import Stats, exact_max, layer_bound, tree_stats
 
@@ -24,6 +27,7 @@ class _Layer(NamedTuple):
     output: jax.ShapeDtypeStruct  # of the layer's call
     weight: int  # position of the weight among the parameter leaves
     bias: int | None  # position of the bias (None: no bias, or not an expert)
+    conv: bool = False  # a conv layer (its record is the input patches)
 
 
 def _positions(batch: Batch) -> list:
@@ -34,8 +38,9 @@ def _positions(batch: Batch) -> list:
 
 
 def find_layers(batch: Batch) -> list[_Layer]:
-    """The Linear layers whose 2-D weight is an expert and which the loss calls exactly once
-    per example on a vector of the weight's dtype, in call order (an abstract pass)."""
+    """The Linear layers whose 2-D weight is an expert and the conv layers whose weight is an
+    expert which the loss calls exactly once per example on an input of the weight's dtype, in
+    call order (an abstract pass)."""
     flat = jtu.tree_leaves(batch.params)
     positions = _positions(batch)
     model = taps.tap(merge(batch.params, batch.static))
@@ -45,16 +50,20 @@ def find_layers(batch: Batch) -> list[_Layer]:
     rec = taps.discover(lambda: batch.loss_fn(model, x0, y0))
     layers = []
     for i, a, out in zip(rec.calls, rec.inputs, rec.outputs):
-        w = positions[i].weight
-        if w is None or jnp.ndim(flat[w]) != 2 or rec.calls.count(i) != 1:
+        w, conv = positions[i].weight, taps.is_conv(positions[i])
+        if w is None or rec.calls.count(i) != 1 or a.dtype != flat[w].dtype:
             continue
-        if a.shape == flat[w].shape[1:] and a.dtype == flat[w].dtype:
+        shape = flat[w].shape
+        if conv and a.shape[1:] == (jnp.size(flat[w]) // shape[0],):
+            layers.append(_Layer(i, out, w, positions[i].bias, True))
+        elif not conv and len(shape) == 2 and a.shape == shape[1:]:
             layers.append(_Layer(i, out, w, positions[i].bias))
     return layers
 
 
 def layer_signals(batch: Batch, layers: list[_Layer]) -> list[tuple[Array, Array]]:
-    """Per-example `(D, A)` of each layer: D (batch, out) = δ_b, A (batch, in) = a_b."""
+    """Per-example `(D, A)` of each layer: D (batch, out) = δ_b, A (batch, in) = a_b; for a
+    conv layer D (batch, positions, out) and A (batch, positions, patch) = the patches."""
     model = taps.tap(merge(batch.params, batch.static), [layer.index for layer in layers])
     outputs = [layer.output for layer in layers]
 
@@ -65,7 +74,10 @@ def layer_signals(batch: Batch, layers: list[_Layer]) -> list[tuple[Array, Array
 
     deltas, inputs = jax.vmap(single)(batch.x, batch.y)
     n = jtu.tree_leaves(batch.x)[0].shape[0]
-    return [(jnp.reshape(d, (n, -1)), a) for d, a in zip(deltas, inputs)]
+    return [
+        (taps.conv_signals(d, layer.output) if layer.conv else jnp.reshape(d, (n, -1)), a)
+        for layer, d, a in zip(layers, deltas, inputs)
+    ]
 
 
 class AbstractTappedMethod(AbstractMethod):
@@ -87,6 +99,11 @@ class AbstractTappedMethod(AbstractMethod):
         parts = [chunked_part(batch, rest, chunk)] if rest else []
         signs = sign_leaves(batch)
         for layer, (D, A) in zip(layers, layer_signals(batch, layers)):
+            if layer.conv:
+                parts.append(conv_weight_part(D, A, signs[layer.weight], layer.weight))
+                if layer.bias is not None:
+                    parts.append(conv_bias_part(D, signs[layer.bias], layer.bias))
+                continue
             parts.append(self._weight_part(D, A, signs[layer.weight], layer.weight))
             if layer.bias is not None:
                 s = signs[layer.bias]
