@@ -20,6 +20,8 @@ import numpy as np
 import nte
 from nte import continual
 
+from ._help import HelpFormatter
+
 
 def _subset(dataset, rows: int):
     return dataclasses.replace(
@@ -38,12 +40,18 @@ def _row(name: str, R: np.ndarray, seconds: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--train-rows", type=int, default=6000)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--beta", type=float, default=0.03)
-    parser.add_argument("--momenta", type=float, nargs="+", default=[0.0, 0.5, 0.9, 0.99])
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.cnn_split",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per learner")
+    parser.add_argument("--train-rows", type=int, default=6000, help="training rows used")
+    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
+    parser.add_argument("--beta", type=float, default=0.03, help="NTE β")
+    parser.add_argument(
+        "--momenta", type=float, nargs="+", default=[0.0, 0.5, 0.9, 0.99], help="SGD momenta"
+    )
     args = parser.parse_args()
     dataset = _subset(nte.data.load("fashion_mnist"), args.train_rows)
     base = continual.Config(

@@ -32,17 +32,27 @@ import optax
 import nte
 from nte._internal._io import atomic_savefig, atomic_write_json, read_json
 
+from ._help import HelpFormatter
+
 
 def _args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--beta", type=float, default=0.03)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--taus", default="2e-6,4e-6,8e-6,9e-6,9.5e-6,1e-5,1.1e-5,1.2e-5,2e-5")
-    p.add_argument("--sparsities", default="0.5,0.8,0.9,0.95")
-    p.add_argument("--rate", type=float, default=0.01)
-    p.add_argument("--out", default="runs/pruning_sparsity")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.pruning_sparsity",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--width", type=int, default=256, help="hidden units")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size")
+    p.add_argument("--beta", type=float, default=0.03, help="NTE β")
+    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
+    p.add_argument(
+        "--taus",
+        default="2e-6,4e-6,8e-6,9e-6,9.5e-6,1e-5,1.1e-5,1.2e-5,2e-5",
+        help="prune_below values (comma-separated)",
+    )
+    p.add_argument("--sparsities", default="0.5,0.8,0.9,0.95", help="target sparsities")
+    p.add_argument("--rate", type=float, default=0.01, help="prune-only rate")
+    p.add_argument("--out", default="runs/pruning_sparsity", help="output folder")
     return p.parse_args(argv)
 
 

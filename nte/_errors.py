@@ -1,5 +1,6 @@
 """Eager argument validation shared by the public API (runs outside jit)."""
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -24,13 +25,16 @@ def check_choice(value: Any, choices: tuple[str, ...], name: str) -> None:
 
 
 def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> None:
-    """Raise `ValueError` unless the concrete number `value` is > 0 (or >= 0)."""
+    """Raise unless the concrete number `value` is finite and > 0 (or >= 0): a `TypeError` for
+    a string or bool (`"0.01"` is not a number), a `ValueError` otherwise."""
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}.")
     try:
         v = float(value)
     except TypeError:  # a tracer: cannot be checked eagerly, leave it to the caller
         return
-    if not (v >= 0 if allow_zero else v > 0):
-        bound = ">= 0" if allow_zero else "> 0"
+    if not math.isfinite(v) or not (v >= 0 if allow_zero else v > 0):
+        bound = "a finite number >= 0" if allow_zero else "a finite number > 0"
         raise ValueError(f"`{name}` must be {bound}, got {value!r}.")
 
 

@@ -56,7 +56,7 @@ def test_cli_round_trip_through_config_json():
         ("--learner sgd --beta 0.1", "--beta: a flag of none of the chosen learners (sgd)"),
         ("--learner nope", "argument --learner: nope: expected comma-separated names"),
         ("--learner nte,foo", "argument --learner: foo:"),
-        ("--learner sgd --momentum 1.5", "--momentum must be a number >= 0.0 and < 1.0"),
+        ("--learner sgd --momentum 1.5", "--momentum must be a finite number >= 0.0 and < 1.0"),
         ("--scenario nope", "argument --scenario: invalid choice: 'nope'"),
         ("--source nope", "argument --source: invalid choice: 'nope'"),
         ("--learner sgd --learner-kwargs {bad", "argument --learner-kwargs: not JSON"),
@@ -103,7 +103,9 @@ def test_every_flag_has_help_and_the_help_shows_defaults_and_choices():
     flat = " ".join(text.split())
     assert "--seed-mode {auto,vmap,map}" in flat and "--parameterization {standard,ntk}" in flat
     assert "--scenario {permuted,task,domain,class}" in flat
-    assert "--invalid {cap,floor,raise}" in flat and "--source {auto,sklearn,idx,tfds}" in flat
+    assert (
+        "--invalid {cap,floor,raise,prune}" in flat and "--source {auto,sklearn,idx,tfds}" in flat
+    )
     assert "passes over each task (default: 3)" in flat
     assert "(default: nte 0.03)" in flat  # --beta
     assert "sgd 0.05" in flat and "adam 0.001" in flat  # --lr: each learner's own default

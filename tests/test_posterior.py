@@ -447,3 +447,13 @@ def test_bias_free_mlp_learns_sklearn_digits():
     accuracy = float(jnp.mean(jnp.argmax(logits, -1) == y_test))
     assert accuracy >= 0.85, accuracy
     assert int(nte.sign_violations(params, state.signs)) == 0
+
+
+def test_hyperparameters_must_be_finite_numbers():
+    with pytest.raises(TypeError, match="`inv_temperature` must be a number, got str"):
+        nte.nte("0.01")
+    with pytest.raises(TypeError, match="`max_delta` must be a number, got bool"):
+        nte.nte(max_delta=True)
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ValueError, match="`eta` must be a finite number > 0"):
+            nte.nte(0.01, eta=bad)

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from .._help import HelpFormatter
+
 LEARNERS = ("sgd", "prune_only", "nte_prune")
 
 
@@ -98,10 +100,14 @@ def child(learner: str, width: int, batch: int, steps: int, budget: float) -> di
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=30_000)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.pruning",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--width", type=int, default=30_000, help="hidden units")
+    parser.add_argument("--batch", type=int, default=128, help="batch size")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per learner")
     parser.add_argument("--budget", type=float, default=120.0, help="seconds of timed steps")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
