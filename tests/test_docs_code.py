@@ -33,7 +33,7 @@ SLOW = {
 }
 # Pages that load data the test machine may lack: skipped (with the reason) when it is absent.
 _FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
-NEEDS = {"docs/api/data.md": _FASHION}
+NEEDS = {"docs/api/data.md": _FASHION, "docs/tutorials/infinite_width.md": _FASHION}
 
 _OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)(?P<attrs>.*)$")
 _NOT_RUNNABLE = re.compile(r"""title=["'](excerpt|pseudo-code)""", re.IGNORECASE)
