@@ -6,6 +6,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.tree_util as jtu
 import numpy as np
 
 
@@ -16,6 +17,26 @@ def check_module(model: Any, name: str = "model") -> None:
             f"`{name}` must be an equinox.Module (a model whose __call__ takes one example), "
             f"got {type(model).__name__}."
         )
+
+
+def check_stateless(model: eqx.Module) -> None:
+    """Raise `TypeError` if `model` keeps an `eqx.nn.State` (BatchNorm, other stateful layers),
+    naming the first such layer."""
+
+    def stateful(node) -> bool:
+        if isinstance(node, eqx.nn.StateIndex):
+            return True
+        layer = isinstance(node, eqx.nn.StatefulLayer) and not isinstance(node, eqx.nn.Sequential)
+        return layer and node.is_stateful()
+
+    for path, node in jtu.tree_flatten_with_path(model, is_leaf=stateful)[0]:
+        if stateful(node):
+            raise TypeError(
+                f"`model` is not supported: `model{jtu.keystr(path)}` "
+                f"({type(node).__name__}) keeps an `eqx.nn.State`, so the output is not a "
+                "function of the parameters alone (and batch statistics are not homogeneous "
+                "in them). Use a stateless network (no BatchNorm)."
+            )
 
 
 def check_choice(value: Any, choices: tuple[str, ...], name: str) -> None:

@@ -10,30 +10,13 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, Float, PyTree, Shaped
 
-from ._errors import check_module
+from ._errors import check_module, check_stateless
 from ._function import check_batch
 from ._homogeneity import trace_degrees
 from ._split import merge, split
 
 _SCALES = (0.5, 2.0, 3.0)  # the numerical check f(x; c^d ⊙ θ) = c^L f(x; θ)
 _PROBE_EXAMPLES = 8
-
-
-def _check_stateless(model: eqx.Module) -> None:
-    def stateful(node) -> bool:
-        if isinstance(node, eqx.nn.StateIndex):
-            return True
-        layer = isinstance(node, eqx.nn.StatefulLayer) and not isinstance(node, eqx.nn.Sequential)
-        return layer and node.is_stateful()
-
-    for path, node in jtu.tree_flatten_with_path(model, is_leaf=stateful)[0]:
-        if stateful(node):
-            raise TypeError(
-                f"`model` is not supported: `model{jtu.keystr(path)}` "
-                f"({type(node).__name__}) keeps an `eqx.nn.State`, so the output is not a "
-                "function of the parameters alone (and batch statistics are not homogeneous "
-                "in them). Use a stateless network (no BatchNorm)."
-            )
 
 
 def _first_layer(model: eqx.Module):
@@ -125,7 +108,7 @@ def analyse(model: eqx.Module, x=None) -> tuple[int, PyTree[int]]:
     numerically for c in (0.5, 2, 3) on (at most 8 examples of) `x`.
     """
     check_module(model)
-    _check_stateless(model)
+    check_stateless(model)
     probe = _probe_batch(model, x)
     params, static = split(model)
     leaves_with_paths, treedef = jtu.tree_flatten_with_path(params)

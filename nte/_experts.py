@@ -9,7 +9,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, Float, PyTree, Shaped
 
-from ._errors import check_module
+from ._errors import check_module, check_stateless
 from ._euler import analyse, check_input, degree_arrays
 from ._function import check_batch, tree_sub
 from ._linearize import _split_pair
@@ -97,6 +97,7 @@ def tangent_experts(
     number of outputs); `weights` is params-shaped (`[*leaf.shape]`) and sums to 1.
     """
     check_module(model)
+    check_stateless(model)
     if model0 is None:
         L, leaf_degrees = analyse(model, x)
         x = check_input(model, x)

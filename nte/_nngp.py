@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Shaped
 
-from ._errors import check_module
+from ._errors import check_module, check_stateless
 from ._function import check_batch_pair
 
 
@@ -51,6 +51,7 @@ def empirical_nngp(
         ```
     """
     check_module(model)
+    check_stateless(model)
     if not isinstance(trace, bool):
         raise TypeError(f"`trace` must be a bool, got {type(trace).__name__}.")
     x1, x2 = check_batch_pair(model, x1, x2)

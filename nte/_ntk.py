@@ -11,7 +11,7 @@ import numpy as np
 from jaxtyping import Array, Float, Shaped
 
 from . import _taps as taps
-from ._errors import check_choice, check_module
+from ._errors import check_choice, check_module, check_stateless
 from ._function import check_batch_pair
 from ._split import merge, split
 
@@ -270,6 +270,7 @@ def empirical_ntk(
         ```
     """
     check_module(model)
+    check_stateless(model)
     check_choice(method, _METHODS, "method")
     if not isinstance(trace, bool):
         raise TypeError(f"`trace` must be a bool, got {type(trace).__name__}.")

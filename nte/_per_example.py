@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from jaxtyping import ArrayLike, PyTree, Scalar, Shaped
 
-from ._errors import check_callable, check_module
+from ._errors import check_callable, check_module, check_stateless
 from ._split import merge, split
 
 
@@ -51,6 +51,7 @@ def per_example_grads(
     """
     check_callable(loss_fn, "loss_fn")
     check_module(model)
+    check_stateless(model)
     n = batch_size(x, "x")
     if batch_size(y, "y") != n:
         raise ValueError(f"`x` and `y` must have the same batch size, got {n} and {batch_size(y)}.")

@@ -159,7 +159,17 @@ def test_bias_before_any_weight_layer_is_named(getkey):
 def test_stateful_models_are_refused(getkey):
     make = eqx.nn.make_with_state(eqx.nn.Sequential)
     model, _ = make([eqx.nn.Linear(4, 3, key=getkey()), eqx.nn.BatchNorm(3, "batch", mode="batch")])
-    for fn in (nte.homogeneity_degree, lambda m: nte.tangent_experts(m, jnp.ones((2, 4)))):
+    x, y = jnp.ones((2, 4)), jnp.zeros(2, int)
+    loss = lambda m, x, y: jnp.sum(m(x))  # noqa: E731
+    signs = jax.tree.map(jnp.sign, eqx.filter(model, eqx.is_inexact_array))
+    for fn in (
+        nte.homogeneity_degree,
+        lambda m: nte.tangent_experts(m, x),
+        lambda m: nte.empirical_ntk(m, x, method="structured"),
+        lambda m: nte.empirical_nngp(m, x),
+        lambda m: nte.per_example_grads(loss, m, x, y),
+        lambda m: nte.expert_log_likelihoods(loss, m, x, y, signs=signs, inv_temperature=0.1),
+    ):
         with pytest.raises(TypeError, match=r"`model\.layers\[1\]` \(BatchNorm\).*State"):
             fn(model)
 

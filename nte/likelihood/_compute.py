@@ -8,7 +8,13 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar, Shaped
 
-from .._errors import check_callable, check_module, check_params_shaped, check_positive
+from .._errors import (
+    check_callable,
+    check_module,
+    check_params_shaped,
+    check_positive,
+    check_stateless,
+)
 from .._per_example import batch_size
 from .._split import split
 from ._base import AbstractMethod, Batch, ExpertLogLikelihoods, check_invalid
@@ -99,6 +105,7 @@ def expert_log_likelihoods(
     _check_removed(removed)
     check_callable(loss_fn, "loss_fn")
     check_module(model)
+    check_stateless(model)
     check_positive(inv_temperature, "inv_temperature")
     check_positive(eta, "eta")
     method = as_method(method)
