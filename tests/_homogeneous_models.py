@@ -9,6 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from helpers import slow_except
 
 import nte
 
@@ -158,6 +159,9 @@ FAMILIES = {
     "nte.nn.CNN": nte_cnn,
     "user-module": user_module,
 }
+# The families of the parametrized tests: two (dense, conv + pooling) run by default, the others
+# with `-m slow`.
+FAMILY_PARAMS = slow_except(sorted(FAMILIES), ("nte.nn.MLP", "Sequential-Conv2d-AvgPool"))
 
 
 def scale_by_degrees(model, degrees, c):

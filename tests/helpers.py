@@ -132,3 +132,14 @@ def trees_equal(a, b) -> bool:
 def count_true(tree) -> int:
     """The number of `True` entries over every leaf of a boolean pytree."""
     return sum(int(np.sum(np.asarray(m))) for m in jtu.tree_leaves(tree))
+
+
+# ---------------------------------------------------------------- test selection
+
+
+def slow_except(values, fast) -> list:
+    """`pytest.param`s of `values` for a parametrize list: those in `fast` run by default, the
+    others are marked `slow` (run with `-m slow`, as `.ci/run` does)."""
+    import pytest
+
+    return [pytest.param(v, marks=() if v in fast else pytest.mark.slow) for v in values]

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import slow_except
 
 import nte
 from nte import continual
@@ -28,7 +29,7 @@ def cnn(key):
     return nte.nn.CNN((1, 8, 8), 10, channels=(8, 16), key=key)
 
 
-@pytest.mark.parametrize("name", list(LEARNERS))
+@pytest.mark.parametrize("name", slow_except(list(LEARNERS), ("sgd",)))
 def test_cnn_learns_with_every_learner(digits, name):
     """After one epoch of each task (5 classes, masked softmax: chance 0.2) the CNN is well
     above chance and above its untrained accuracy on the task just trained."""

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import slow_except
 
 import nte
 from experiments import continual as cli
@@ -33,7 +34,7 @@ def cnn(key):
 
 
 @pytest.mark.parametrize("factory", [eqx_mlp, cnn], ids=["eqx.nn.MLP", "nte.nn.CNN"])
-@pytest.mark.parametrize("learner", ["sgd", "nte"])
+@pytest.mark.parametrize("learner", slow_except(["sgd", "nte"], ("sgd",)))
 def test_any_equinox_model_trains(digits, factory, learner):
     config = BASE.replace(learner=learner) if learner == "nte" else BASE
     result = continual.run(config, model=factory, dataset=digits)

@@ -23,6 +23,7 @@ def test_pruning_learners_registered():
     assert {"prune_only", "prune_only_init", "magnitude"} <= set(continual.available_learners())
 
 
+@pytest.mark.slow
 def test_prune_only_init_learner_starts_perturbed_and_prunes_back(getkey):
     model = nte.nn.MLP(8, 16, 1, 3, key=getkey())
     learner = continual.make_learner(

@@ -144,6 +144,7 @@ def test_a_registered_learner_gets_its_end_task_hook(digits):
     np.testing.assert_array_equal(r.state.seen, [30.0, 30.0])
 
 
+@pytest.mark.slow
 def test_nte_learner_on_split_digits(digits):
     config = dataclasses.replace(
         BASE, learner="nte", beta=0.05, scenario="task", tasks=2, seeds=2, width=16, max_delta=0.5
@@ -189,6 +190,7 @@ print(json.dumps({"hits": len(hits), "R": r.R.tolist()}))
 """
 
 
+@pytest.mark.slow
 def test_compile_cache_is_reused_by_a_later_run(tmp_path):
     """Two processes, one cache folder: the first fills it, the second loads every program
     from it (JAX's cache-hit events) and gets the identical accuracy matrix."""

@@ -62,6 +62,7 @@ def _train(model, opt, steps, key):
     return params, p, float(loss(params, x, y)), float(loss(p, x, y))
 
 
+@pytest.mark.slow
 def test_dale_prune_only_200_steps_keeps_signs(getkey):
     model = nte.nn.dale_mlp(64, 64, 1, 10, key=getkey())
     signs = nte.nn.dale_signs(model)
@@ -73,6 +74,7 @@ def test_dale_prune_only_200_steps_keeps_signs(getkey):
     assert loss1 < loss0
 
 
+@pytest.mark.slow
 def test_dale_nte_200_steps_keeps_signs(getkey):
     model = nte.nn.dale_mlp(64, 32, 1, 10, key=getkey())
     signs = nte.nn.dale_signs(model)

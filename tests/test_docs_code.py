@@ -24,11 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # Pages whose blocks are not converted yet (owned by other branches). Enabling a page is deleting
 # its line here.
 SKIP: dict[str, str] = {}
-# Pages whose code takes more than ~20 s on 2 CPU cores: run with `-m slow`.
+# Pages whose code takes more than ~8 s on 2 CPU cores: run with `-m slow`.
 SLOW = {
     "docs/tutorials/continual.md",
     "docs/tutorials/ewc.md",
     "docs/tutorials/hypernetworks.md",
+    "docs/tutorials/infinite_width.md",
+    "docs/tutorials/own_network.md",
+    "docs/tutorials/pruning.md",
     "docs/tutorials/wide_networks.md",
 }
 # Pages that load data the test machine may lack: skipped (with the reason) when it is absent.

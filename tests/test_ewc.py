@@ -188,6 +188,7 @@ def harness_runs():
     return once(10.0), once(0.0)
 
 
+@pytest.mark.slow
 def test_ewc_forgets_less_than_lambda_zero(harness_runs):
     ewc_run, plain = harness_runs
     assert ewc_run.finished and plain.finished

@@ -115,6 +115,7 @@ def test_training_freezes_old_embeddings_and_regularizer_protects_outputs(getkey
     assert drift_reg < 0.2 * drift_free
 
 
+@pytest.mark.slow
 def test_lookahead_regularizer_gradient(getkey):
     """With SGD, the step equals θ − lr (∇L_task(θ) + β ∇reg(θ + Δθ)), Δθ = −lr ∇L_task(θ)."""
     lr, beta = 0.1, 0.7
@@ -144,6 +145,7 @@ def test_lookahead_regularizer_gradient(getkey):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_three_task_digits_run_keeps_task_one():
     config = nte.continual.Config(
         dataset="digits",

@@ -203,6 +203,7 @@ def _assert_within_stderr(mean, stderr, expected, *, bias_rtol):
     assert np.sqrt(np.mean(z**2)) < 2.5, np.sqrt(np.mean(z**2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["relu", "erf", "abs"])
 def test_empirical_ntk_converges_to_ntk(x64, name):
     x = np.random.default_rng(6).normal(size=(4, 6))
@@ -217,6 +218,7 @@ def test_empirical_ntk_converges_to_ntk(x64, name):
     assert np.linalg.norm(mean / 2 - expected) < 0.05 * np.linalg.norm(expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parameterization", ["standard", "ntk"])
 def test_empirical_nngp_converges_to_nngp(x64, parameterization):
     x = np.random.default_rng(7).normal(size=(4, 2, 3))

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import pytest
+from helpers import slow_except
 
 import nte
 from nte.likelihood import (
@@ -64,7 +65,7 @@ def _assert_close(a, b, rtol):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=rtol * scale)
 
 
-@pytest.mark.parametrize("parameterization", ["standard", "ntk"])
+@pytest.mark.parametrize("parameterization", slow_except(["standard", "ntk"], ("standard",)))
 def test_methods_agree_float32(getkey, parameterization):  # §6.11
     model = nte.nn.MLP(6, 8, 2, 4, parameterization=parameterization, key=getkey())
     x, y = jax.random.normal(getkey(), (11, 6)), jnp.arange(11) % 4
@@ -85,6 +86,7 @@ def test_methods_agree_float32(getkey, parameterization):  # §6.11
         _assert_close(out.log_likelihoods, ref, 1e-5)
 
 
+@pytest.mark.slow
 def test_methods_agree_float64_with_fallback_leaf(getkey, x64):
     mlp = nte.nn.MLP(5, 7, 1, 3, key=getkey())
     model = _Scaled(jnp.linspace(0.5, 1.5, 5), mlp)
@@ -127,6 +129,7 @@ def test_series_fixed_terms_truncation(getkey, x64):
     assert errs[0] > errs[1] > errs[2] > errs[3], errs
 
 
+@pytest.mark.slow
 def test_series_falls_back_where_it_diverges(getkey):
     """β large enough that U ≥ 1 (and some experts invalid): series = chunked = vmap."""
     model = nte.nn.MLP(4, 6, 1, 3, key=getkey())
@@ -291,6 +294,7 @@ def test_exact_max_and_series_sum_against_loops():
     np.testing.assert_array_less(np.abs(np.asarray(out) - ref), 17 * eps * sum_u + 1e-12)
 
 
+@pytest.mark.slow
 def test_cap_sees_invalid_biases_when_weight_bounds_are_small(getkey):
     """Tiny inputs: every weight has |β s g| ≪ 1 but some bias gradients give β s δ > 1; the
     cap must still be taken from the biases (as `"vmap"` does)."""
@@ -321,6 +325,7 @@ def test_count_true_stays_int32_in_x64(x64):
     assert out.dtype == jnp.int32 and int(out) == int(np.sum(mask))
 
 
+@pytest.mark.slow
 def test_method_objects_equal_strings(getkey):
     """A string is its method with default knobs; `Sharded` on one device is its method."""
     model = nte.nn.MLP(5, 7, 1, 3, key=getkey())
@@ -369,6 +374,7 @@ def _squared(model, x, y):
     return (model(x) - y) ** 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["twice", "scalar"])
 def test_each_method_matches_float64_loop(getkey, x64, case):
     from nte.likelihood import _layers

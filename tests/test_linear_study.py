@@ -7,6 +7,8 @@ import pytest
 import nte
 from experiments._linear_study import make_problem, reference_learning_rate, study_width
 
+pytestmark = pytest.mark.slow  # subprocesses / end-to-end runs
+
 
 @pytest.fixture(scope="module")
 def problem():

@@ -22,6 +22,8 @@ import pytest
 import nte
 from nte._distributed import parse_mesh
 
+pytestmark = pytest.mark.slow  # subprocesses / end-to-end runs
+
 WORKER = Path(__file__).with_name("_parallel_worker.py")
 TIMEOUT = 240  # seconds per subprocess; about 20-40 s on an idle 2-core machine
 PARAMS_TOL = dict(rtol=1e-4, atol=1e-5)
@@ -29,7 +31,8 @@ PARAMS_TOL = dict(rtol=1e-4, atol=1e-5)
 
 def _env(devices: int) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    flags = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = flags.strip()  # kept: the test session's flags (tests/conftest.py)
     env["JAX_PLATFORMS"] = "cpu"
     env.pop("JAX_COORDINATOR_ADDRESS", None)
     return env

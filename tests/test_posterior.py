@@ -247,6 +247,7 @@ def test_init_scale_uses_a_fresh_key_per_leaf(getkey):
     np.testing.assert_allclose(new["a"], params["a"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_with_expert_log_likelihoods(getkey):
     model = nte.nn.MLP(4, 6, 1, 3, key=getkey())
     params, _ = nte.split(model)
@@ -419,6 +420,7 @@ def test_bad_updates(getkey):
 # --- a real dataset ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bias_free_mlp_learns_sklearn_digits():
     """A 64-32-10 bias-free ReLU MLP trained only by the NTE posterior update (origin variant,
     per-example gradients, β = 0.01, batch 32, 300 steps) on scikit-learn's digits."""

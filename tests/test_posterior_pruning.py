@@ -234,6 +234,7 @@ def test_non_finite_gradient_raises_naming_the_leaf(getkey):
         jax.block_until_ready(jax.jit(opt.update)(grads, state, params))
 
 
+@pytest.mark.slow
 def test_expert_log_likelihoods_prune_policy_all_methods(getkey):
     """`invalid="prune"`: −inf exactly where some 1 − βsg ≤ 0, the same for every method."""
     model = nte.nn.MLP(4, 6, 1, 3, key=getkey())
@@ -261,6 +262,7 @@ def _loss(model, x, y):
     return -jax.nn.log_softmax(model(x))[y]
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None)
 @given(
     log_beta=st.floats(-3, 2),

@@ -91,6 +91,7 @@ def test_divergence_stops_the_run_at_the_first_non_finite_chunk(digits):
     assert all(np.isfinite(p).all() for p in _params(before.state))
 
 
+@pytest.mark.slow
 def test_divergence_is_recorded_with_null_accuracies_and_exit_status_1(tmp_path):
     argv = "--learner sgd --lr 1e6 --tasks 2 --width 16 --depth 2 --epochs 1 --seeds 1 "
     argv += f"--no-progress --out {tmp_path}"
@@ -116,6 +117,7 @@ def test_a_diverging_learner_does_not_stop_the_others(tmp_path, capsys):
     assert "warning: sgd: diverged" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kw, what",
     # max_delta = 1e-30 is below what θ + (Δ' − θ) can resolve in float32, so the increments
@@ -343,6 +345,7 @@ def _kill_points(n: int, seed: int, seconds: float):
 KILLS = [pytest.param(3, id="3-kills"), pytest.param(10, id="10-kills", marks=pytest.mark.slow)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kills", KILLS)
 def test_random_kills_including_mid_save_give_identical_results(tmp_path, kills):
     cache = tmp_path / "xla"

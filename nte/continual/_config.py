@@ -42,6 +42,17 @@ class DataConfig(_Section):
     scenario: str = option("permuted", "permuted, or a split scenario: task, domain, class",
                            choice(*SCENARIOS))  # fmt: skip
     task_seed: int = option(0, "seed of the task permutations (shared by all seeds)", integer(0))
+    permute_first: bool = option(
+        False, "permuted scenario: permute the first task too (the paper's protocol)", of_type(bool)
+    )
+
+    def __post_init__(self):
+        validate(self)
+        if self.permute_first and self.scenario != "permuted":
+            raise ValueError(
+                "`permute_first` applies to the permuted scenario only, got "
+                f"scenario={self.scenario!r}."
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -255,5 +255,7 @@ def load_tasks(config: Any, dataset: Any = None) -> Tasks:
 
         dataset = data.load(d.dataset, source=d.source, data_dir=d.data_dir)
     if d.scenario == "permuted":
-        return permuted_tasks(dataset, d.tasks, key=jr.key(d.task_seed))
+        return permuted_tasks(
+            dataset, d.tasks, key=jr.key(d.task_seed), keep_first=not d.permute_first
+        )
     return split_tasks(dataset, d.tasks, scenario=d.scenario)
