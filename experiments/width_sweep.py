@@ -36,6 +36,9 @@ PAPER = {
 }
 
 
+FEATURES = {"digits": 64}  # input features of the datasets other than 28×28 images
+
+
 def parameters(width: int, depth: int = 2, features: int = 784, classes: int = 10) -> int:
     """Parameters of the MLP (weights and biases)."""
     sizes = [features] + [width] * depth + [classes]
@@ -69,6 +72,10 @@ def plan(args: argparse.Namespace) -> dict[str, "object"]:
                 out=str(args.out / f"{name}-w{w}"),
             )
     return runs
+
+
+def _features(runs: dict) -> int:
+    return FEATURES.get(next(iter(runs.values())).data.dataset, 784)
 
 
 def _finished(out: Path) -> dict | None:
@@ -112,6 +119,7 @@ def verdict(nte: np.ndarray, sgd: np.ndarray) -> str:
 
 
 def _table(runs: dict, got: dict, widths: list[int], learners: tuple[str, ...]) -> list[str]:
+    n = lambda w: parameters(w, features=_features(runs))  # noqa: E731
     lines = [
         "| width | parameters | learner | seeds | first task after all | peak (after task 1) "
         "| peak − after | ACC | BWT | ms/step | paper: first task after 5 |",
@@ -122,12 +130,12 @@ def _table(runs: dict, got: dict, widths: list[int], learners: tuple[str, ...]) 
             r = got.get((k, w))
             paper = PAPER[k].get(w, "≤ 0.53" if k == "adam" else "—")
             if r is None:
-                lines.append(f"| {w} | {parameters(w):.2e} | {k} | | not run | | | | | | {paper} |")
+                lines.append(f"| {w} | {n(w):.2e} | {k} | | not run | | | | | | {paper} |")
                 continue
             cells = [_cell(r[c]) for c in ("first", "peak")] + [_cell(r["peak"] - r["first"])]
             cells += [_cell(r["ACC"]), _cell(r["BWT"]), f"{r['ms_per_step']:.1f}"]
             lines.append(
-                f"| {w} | {parameters(w):.2e} | {k} | {len(r['first'])} | "
+                f"| {w} | {n(w):.2e} | {k} | {len(r['first'])} | "
                 + " | ".join(cells)
                 + f" | {paper} |"
             )
@@ -149,7 +157,8 @@ def _verdicts(got: dict, widths: list[int]) -> list[str]:
     return lines
 
 
-def _plot(got: dict, widths: list[int], learners: tuple[str, ...], path: Path, title: str) -> None:
+def _plot(got: dict, widths: list[int], learners: tuple[str, ...], path: Path, title: str,
+          features: int) -> None:  # fmt: skip
     from . import _plots
 
     plt = _plots._plt()
@@ -159,7 +168,7 @@ def _plot(got: dict, widths: list[int], learners: tuple[str, ...], path: Path, t
         if ws:
             first = [got[(k, w)]["first"] for w in ws]
             ax.errorbar(
-                [parameters(w) for w in ws],
+                [parameters(w, features=features) for w in ws],
                 [f.mean() for f in first],
                 yerr=[f.std() for f in first],
                 marker="o",
@@ -191,7 +200,7 @@ def report(args: argparse.Namespace, runs: dict, command: str) -> str:
         f"{base.training.epochs} epochs per task, batch {base.training.batch_size}, MLP depth 2"
     )
     figure = args.report.parent / "results" / "width_sweep.png"
-    _plot(got, args.widths, args.learners, figure, setting)
+    _plot(got, args.widths, args.learners, figure, setting, _features(runs))
     lines = [
         "## Width sweep with the authors' protocol (`python -m experiments.width_sweep`)",
         "",
@@ -263,20 +272,24 @@ def main(argv: list[str] | None = None) -> None:
     from .continual import run_one
 
     runs = plan(args)
+    command = "python -m experiments.width_sweep " + shlex.join(
+        a for a in argv if a != "--report-only"
+    )
+
+    def write_report() -> str:  # every finished run of the widths named in the command
+        text = report(args, runs, command.strip())
+        if args.quick:
+            atomic_write_text(args.report, text)
+        else:
+            update_section(args.report, "width_sweep", text)
+        return text
+
     if not args.report_only:
         for name, config in runs.items():
             print(f"== {name}", flush=True)
             run_one(config)
-    # the report lists every finished run of the widths named in the command
-    command = "python -m experiments.width_sweep " + shlex.join(
-        a for a in argv if a != "--report-only"
-    )
-    text = report(args, runs, command.strip())
-    if args.quick:
-        atomic_write_text(args.report, text)
-    else:
-        update_section(args.report, "width_sweep", text)
-    print(text)
+            write_report()  # partial results are readable while the sweep runs
+    print(write_report())
 
 
 if __name__ == "__main__":
