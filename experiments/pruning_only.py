@@ -61,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated learner names")  # fmt: skip
     p.add_argument("--seeds", type=int, default=1, help="seeds per learner")
     p.add_argument("--seed", type=int, default=0, help="the first seed")
+    p.add_argument("--init-scale", type=float, default=None,
+                   help="σ of prune_only_init: start at θ_init + σ·ε (None: the learner's 0.1; "
+                        "the reference demo: 1e-3)")  # fmt: skip
+    p.add_argument("--checkpoint-every", type=int, default=200,
+                   help="also checkpoint every k steps (a killed run resumes)")  # fmt: skip
     p.add_argument("--out", default="results/pruning_only", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -72,7 +77,10 @@ def _args():
 
 def _learner_kwargs(name, args, steps_per_task):
     if name.startswith("prune_only"):
-        return {"rate": args.rate, "momentum": args.score_momentum, "cutoff": args.cutoff}
+        kw = {"rate": args.rate, "momentum": args.score_momentum, "cutoff": args.cutoff}
+        if name == "prune_only_init" and args.init_scale is not None:
+            kw["init_scale"] = args.init_scale
+        return kw
     if name == "magnitude":  # gradual over the first half of the run
         end = max(1, steps_per_task * args.tasks // 2)
         return {
@@ -115,6 +123,8 @@ def run_learner(name, args, data, steps_per_task):
         seeds=args.seeds,
         seed=args.seed,
         progress=not args.no_progress,
+        out=os.path.join(args.out, name),  # checkpoints: a rerun resumes, a finished one is read
+        checkpoint_every=args.checkpoint_every,
         **_learner_kwargs(name, args, steps_per_task),
     )
     result = nte.continual.run(config, dataset=data, observers=(sparsity_observer,))

@@ -17,11 +17,20 @@ def gaussian_cutoff(
     f: Float[Array, " n"], alive: Bool[Array, " n"], rate: Float[Array, ""] | float
 ) -> Float[Array, ""]:
     """`mean(f) + std(f) · Φ⁻¹(1 − rate)` over the alive entries (sample std, `n − 1`)."""
-    n = jnp.sum(alive)
-    mean = jnp.sum(jnp.where(alive, f, 0)) / jnp.maximum(n, 1)
-    var = jnp.sum(jnp.where(alive, (f - mean) ** 2, 0)) / jnp.maximum(n - 1, 1)
-    z = ndtri(1 - jnp.asarray(rate, f.dtype))
-    return mean + jnp.sqrt(var) * z
+    return _gaussian_over([f], [alive], rate)
+
+
+def _gaussian_over(fs: list, alives: list, rate) -> Float[Array, ""]:
+    """[`gaussian_cutoff`][] over the alive entries of several arrays together, from per-array
+    sums: never concatenating them (at 24M parameters the concatenation made the cutoff 3.7×
+    slower)."""
+    n = sum(jnp.sum(a, dtype=jnp.int32) for a in alives)
+    dtype = fs[0].dtype
+    mean = sum(jnp.sum(jnp.where(a, f, 0)) for f, a in zip(fs, alives)) / jnp.maximum(n, 1)
+    var = sum(jnp.sum(jnp.where(a, (f - mean) ** 2, 0)) for f, a in zip(fs, alives))
+    var = var / jnp.maximum(n - 1, 1)
+    z = ndtri(1 - jnp.asarray(rate, dtype))
+    return (mean + jnp.sqrt(var) * z).astype(dtype)
 
 
 def quantile_cutoff(
@@ -59,7 +68,9 @@ def to_prune(
     alive_leaves = treedef.flatten_up_to(alive)
     if not leaves:
         return alive
-    if scope == "global":
+    if scope == "global" and cutoff == "gaussian":
+        cuts = [_gaussian_over(leaves, alive_leaves, rate)] * len(leaves)
+    elif scope == "global":
         flat_f = jnp.concatenate([jnp.ravel(f) for f in leaves])
         flat_a = jnp.concatenate([jnp.ravel(a) for a in alive_leaves])
         c = fn(flat_f, flat_a, rate)
