@@ -83,3 +83,35 @@ def test_bad_inputs():
         nte.ensemble_stats(params, center={"w": jnp.ones((2, 3)), "b": jnp.ones(4)})
     with pytest.raises(ValueError, match="`params` holds no floating-point arrays"):
         nte.ensemble_stats({"n": jnp.arange(3)})
+
+
+@pytest.mark.parametrize("init_scale", [0.0, 0.1])
+def test_ensemble_observer_expands_around_the_learners_origin(getkey, init_scale):
+    """The observer's numbers are those of the numpy reference around θ0 of the NTE state (the
+    origin, or `state.origin` in the init variant), found inside an optax chain."""
+    from nte.continual import Event, OptaxState, ensemble_observer
+
+    model = nte.nn.MLP(5, 7, 1, 3, key=getkey())
+    params, _ = nte.split(model)
+    opt = nte.nte(init_scale=init_scale, key=getkey() if init_scale else None)
+    state = OptaxState(model, (opt.init(params), ()))
+    record = ensemble_observer(model, state, Event("task_end", 0, 0, 0))
+    origin = state.opt_state[0].origin
+    center = jtu.tree_map(jnp.zeros_like, params) if origin is None else origin
+    num_pruned, size, mass = _reference(params, center)
+    n = sum(p.size for p in jtu.tree_leaves(params))
+    assert record["ensemble_num_pruned"] == num_pruned
+    np.testing.assert_allclose(record["ensemble_effective_size"], size, rtol=1e-5)
+    np.testing.assert_allclose(record["ensemble_effective_fraction"], size / n, rtol=1e-5)
+    got = [v for k, v in record.items() if k.startswith("ensemble_mass")]
+    np.testing.assert_allclose(got, mass, rtol=1e-5, atol=1e-7)
+    assert "ensemble_mass.layers[0].weight" in record
+
+
+def test_the_nte_learner_logs_its_ensemble_and_sgd_does_not():
+    base = nte.continual.Config(dataset="digits", tasks=2, width=8, depth=1, epochs=1, seeds=1,
+                                batch_size=128, progress=False)  # fmt: skip
+    r = nte.continual.run(base.replace(learner="nte"))
+    assert [o["task"] for o in r.observations] == [0, 1]
+    assert all(0 < o["ensemble_effective_fraction"][0] <= 1 for o in r.observations)
+    assert nte.continual.run(base.replace(learner="sgd")).observations == []

@@ -64,7 +64,7 @@ from ._learners._pruning import (
     PruneOnlyLearner as PruneOnlyLearner,
 )
 from ._metrics import Metrics as Metrics, metrics as metrics
-from ._observe import Event as Event
+from ._observe import Event as Event, ensemble_observer as ensemble_observer
 from ._result import Result as Result
 from ._run import run as run
 from ._tasks import (

@@ -214,6 +214,8 @@ class LearnerConfig:
     """
 
     name: ClassVar[str] = ""
+    # observers every run of this learner calls before the user's (`run(..., observers=)`)
+    observers: ClassVar[tuple] = ()
 
     def __post_init__(self):
         validate(self)

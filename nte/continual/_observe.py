@@ -83,3 +83,26 @@ def observe(
 def keep_until(records: list[dict[str, Any]], done_steps: int) -> list[dict[str, Any]]:
     """The records of a resumed run's checkpoint, up to the steps it has done."""
     return [r for r in records if r["step"] <= done_steps]
+
+
+def ensemble_observer(model: Any, state: Any, event: Event) -> dict[str, Any]:
+    """The tangent ensemble of an NTE learner ([`nte.ensemble_stats`][]): experts pruned, the
+    effective ensemble size `exp(H(w))`, its fraction of all experts, and the mass of each
+    parameter leaf (`ensemble_mass<path>`), expanded around the learner's own θ0 (the origin,
+    or `ScaleByNTEState.origin` in the init variant). The NTE learner logs it by default.
+    """
+    del event
+    from .._ensemble_stats import ensemble_stats
+    from .._posterior import ScaleByNTEState
+
+    is_nte = lambda x: isinstance(x, ScaleByNTEState)  # noqa: E731
+    found = [s for s in jax.tree.leaves(state, is_leaf=is_nte) if is_nte(s)]
+    stats = ensemble_stats(model, center=found[0].origin if found else None)
+    size = sum(np.size(x) for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
+    masses = jax.tree_util.tree_flatten_with_path(stats.mass)[0]
+    return {
+        "ensemble_num_pruned": stats.num_pruned,
+        "ensemble_effective_size": stats.effective_size,
+        "ensemble_effective_fraction": stats.effective_size / size,
+        **{f"ensemble_mass{jax.tree_util.keystr(p)}": m for p, m in masses},
+    }

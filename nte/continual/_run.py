@@ -102,7 +102,7 @@ def _prepare(config: Any, model: Any, dataset: Any, observers: Any, stack: Any) 
     if not isinstance(config, Config):
         raise TypeError(f"`config` must be an nte.continual.Config, got {type(config).__name__}.")
     t_start = time.perf_counter()
-    observers = check_observers(observers)
+    observers = (*config.learner.observers, *check_observers(observers))
     tr = config.training
     use_compile_cache(config.devices.compile_cache)
     tasks = load_tasks(config, dataset)

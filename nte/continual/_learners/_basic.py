@@ -16,6 +16,7 @@ from ..._posterior import nte as nte_optimizer
 from ..._scaled_sgd import scale_by_scaled_sgd
 from .._fields import choice, integer, number, of_type, option
 from .._learner import LearnerConfig, LearnerContext, register_learner
+from .._observe import ensemble_observer
 from ._optax import OptaxLearner, PerExampleGradients, TangentLikelihoods
 
 LEARNING_RATE = "the step size"
@@ -95,6 +96,7 @@ class NTEConfig(LearnerConfig):
     [maths: the posterior update](../math.md#the-posterior-update)) (`learner="nte"`)."""
 
     name: ClassVar[str] = "nte"
+    observers: ClassVar[tuple] = (ensemble_observer,)  # pruned, effective size, mass per leaf
     beta: float = option(0.03, "β > 0, the inverse temperature of the likelihood", number())
     eta: float = option(1.0, "η > 0, the likelihood exponent (1: the plain posterior)", number())
     max_delta: float | None = option(None, MAX_DELTA, number(optional=True))
