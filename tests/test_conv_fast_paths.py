@@ -129,6 +129,7 @@ def test_structured_conv_ntk_matches_jacobian_float32(getkey, name):
         assert _rel(nte.empirical_ntk(model, x1, method=method, trace=False), ref) < 1e-5
 
 
+@pytest.mark.slow
 def test_structured_conv_ntk_respects_filter_spec(getkey, x64):
     """Weight-only and bias-only selections of the conv layers."""
     model, size = _model("nte.nn.CNN", getkey(), jnp.float64)

@@ -101,6 +101,7 @@ def test_methods_agree_float64_with_fallback_leaf(getkey, x64):
         _assert_close(out.log_likelihoods, ref, 1e-10)
 
 
+@pytest.mark.slow
 def test_series_fixed_terms_truncation(getkey, x64):
     """With M terms the error is the series remainder: tiny for small |βsg|, visible for few
     terms with larger |βsg|."""

@@ -146,6 +146,7 @@ def test_structured_inside_inner_transform_falls_back_or_raises(xs):
         nte.empirical_ntk(model, x, method="structured")
 
 
+@pytest.mark.slow
 def test_cnn_methods_agree():
     model = nte.nn.CNN((1, 6, 6), 3, channels=(2, 3), key=jax.random.key(8))
     x = jax.random.normal(jax.random.key(9), (3, 36))

@@ -228,6 +228,7 @@ def test_ode_cross_entropy_matches_euler_loop(x64, getkey):
     np.testing.assert_allclose(p_test, ft, rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_momentum_matches_heavy_ball_on_linearized_network(x64, getkey):
     model, x_train, x_test = _tiny_model(getkey())
     y = jax.random.normal(getkey(), (6, 3))
