@@ -207,7 +207,8 @@ def report(args: argparse.Namespace, runs: dict, command: str) -> str:
         f"{setting}; NTE β = 0.01, η = 1, max_delta = 0.1; SGD lr 0.01, no momentum; Adam lr "
         "1e-3, betas (0.9, 0.99). Values are mean ± std over seeds (one seed: the value). "
         "ms/step is one training step of all seeds of the run together, on this machine's "
-        "2 CPU cores. The paper's figures are the authors' W&B runs on permuted MNIST (not "
+        "2 CPU cores, measured while other jobs shared them (an upper bound). "
+        "The paper's figures are the authors' W&B runs on permuted MNIST (not "
         "available offline here); Fashion-MNIST is harder, so compare orderings, not levels. "
         "Produced by:",
         "",
