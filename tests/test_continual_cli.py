@@ -174,6 +174,7 @@ def test_plots_have_integer_task_ticks_the_settings_and_an_error_bar_caption(mon
     assert [t.get_text() for t in figures[2].texts] == ["cells: mean over 3 seeds"]
 
 
+@pytest.mark.slow
 def test_cli_writes_config_metrics_and_plots(tmp_path, capsys):
     argv = "--tasks 2 --width 8 --depth 1 --learner sgd --seeds 2 --epochs 1 --lr 0.1 "
     argv += f"--out {tmp_path}"

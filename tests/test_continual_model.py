@@ -95,6 +95,7 @@ def _norm(model, state, event):
     return {"norm": np.sqrt(sq), "seed": event.seed}
 
 
+@pytest.mark.slow
 def test_observers_land_in_metrics_json(tmp_path, digits):
     config = BASE.replace(out=str(tmp_path / "sgd"), observe_every=4)
     cli.run_one(config, observers=(_norm,), dataset=digits)

@@ -186,7 +186,7 @@ def _labelled(model, size, n, key, dtype):
 
 
 @pytest.mark.parametrize("name", slow_except(list(MODELS), ("Sequential-Conv1d",)))
-@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("use_bias", slow_except([True, False], (False,)))
 def test_conv_likelihood_matches_vmap_float64(getkey, x64, name, use_bias):
     """Chunked, Auto (conv weights exact, the head by the series) against Vmap, with valid
     (small β) and floored (large β) experts: to 1e-10 (the capped β in float32 below)."""
