@@ -66,6 +66,7 @@ def test_forward_float64_and_other_activation(getkey, x64):
     np.testing.assert_allclose(out, _numpy_forward(model, x, np.tanh), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("in_shape", [(1, 8, 8), (2, 9, 7), (1, 1, 1), (3, 28, 28)])
 def test_shapes_flat_input_batches_and_jit(getkey, in_shape):
     channels = (4, 6, 5)

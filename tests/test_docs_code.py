@@ -32,6 +32,8 @@ SLOW = {
     "docs/tutorials/infinite_width.md",
     "docs/tutorials/own_network.md",
     "docs/tutorials/pruning.md",
+    "docs/tutorials/posterior.md",
+    "docs/tutorials/tangent_experts.md",
     "docs/tutorials/wide_networks.md",
 }
 # Pages that load data the test machine may lack: skipped (with the reason) when it is absent.

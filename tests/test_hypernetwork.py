@@ -47,6 +47,7 @@ def test_every_target_weight_generated_exactly_once(getkey, chunk_size):
     np.testing.assert_allclose(np.asarray(hnet.weights_batch(e[None]))[0], expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_generated_network_runs_and_scales_follow_template(getkey):
     target = nte.nn.MLP(20, 30, 1, 4, key=getkey())
     hnet = ChunkedHypernetwork(target, 8, chunk_size=50, key=getkey())

@@ -166,6 +166,7 @@ def test_invalid_policies(getkey, method):
         jax.block_until_ready(nte.expert_log_likelihoods(_loss, model, x, y, invalid="raise", **kw))
 
 
+@pytest.mark.slow
 def test_pruned_expert_gives_minus_inf():
     """A linear model where β s g = 1 exactly for one weight."""
     lin = eqx.nn.Linear(2, 1, use_bias=False, key=jax.random.key(0))

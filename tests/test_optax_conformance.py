@@ -151,6 +151,7 @@ def test_keeps_float32(case, getkey):
     _check_dtype(case, getkey(), jnp.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [c.param() for c in CASES])
 def test_keeps_float64(case, getkey, x64):
     _check_dtype(case, getkey(), jnp.float64)

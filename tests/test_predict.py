@@ -152,6 +152,7 @@ def test_array_of_times_stacks_and_jits(getkey):
 # --- discrete steps vs real training of the linearized network -------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("out_size", [1, 3])
 def test_discrete_matches_gd_on_linearized_network(x64, getkey, out_size):
     model, x_train, x_test = _tiny_model(getkey(), out_size)
@@ -196,6 +197,7 @@ def test_max_learning_rate_is_the_stability_edge(x64, getkey):
 # --- arbitrary loss by ODE solve ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("full", [False, True])
 def test_ode_with_mse_equals_closed_form(x64, getkey, full):
     k_train, k_test, y, f0, f0_test = _random_problem(getkey(), full=full)

@@ -143,6 +143,7 @@ def test_prune_only_init_variant_restores_center(getkey, as_function):
     assert n_pruned > 0
 
 
+@pytest.mark.slow
 def test_prune_only_learns_a_linearly_separable_task(getkey):
     # pruning a wide random ReLU net around zero must reduce the loss on a simple task
     model = nte.nn.MLP(4, 64, 1, 2, key=getkey())
