@@ -16,7 +16,6 @@ rewrites the report from the runs finished so far.
 """
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -78,23 +77,17 @@ def _features(runs: dict) -> int:
     return FEATURES.get(next(iter(runs.values())).data.dataset, 784)
 
 
-def _finished(out: Path) -> dict | None:
-    path = out / "metrics.json"
-    if not path.exists():
-        return None
-    m = json.loads(path.read_text())
-    return m if m["finished"] else None
-
-
 def _cell(v: np.ndarray) -> str:
     return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v[0]:.3f}"
 
 
 def rows(runs: dict) -> dict[tuple[str, int], dict[str, np.ndarray]]:
     """Per (learner, width): first-task accuracy after all tasks, peak, ACC, BWT per seed."""
+    from .claims import _load
+
     out = {}
     for config in runs.values():
-        m = _finished(Path(config.training.out))
+        m = _load(config)  # the finished run's metrics.json, or None
         if m is None:
             continue
         R = np.asarray(m["R"]["per_seed"], np.float64)  # [seeds, tasks, tasks]
