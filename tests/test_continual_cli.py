@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import nte
-from experiments import _plots, continual as cli
+from experiments import _plots, _reading, continual as cli
 from nte import continual
 from nte.continual import _cli
 
@@ -106,14 +106,14 @@ def test_every_flag_has_help_and_the_help_shows_defaults_and_choices():
     assert (
         "--invalid {cap,floor,raise,prune}" in flat and "--source {auto,sklearn,idx,tfds}" in flat
     )
-    assert "passes over each task (default: 3)" in flat
-    assert "(default: nte 0.03)" in flat  # --beta
-    assert "sgd 0.05" in flat and "adam 0.001" in flat  # --lr: each learner's own default
-    assert "Flags of --learner adam (its defaults): --lr 0.001 --b1 0.9" in flat
+    assert "passes over each task (default: 2)" in flat  # the main job's own default
+    assert "(default: nte 0.01)" in flat  # --beta: the main job's
+    assert "sgd 0.01" in flat and "ewc 0.05" in flat  # --lr: the main job's, or the learner's
+    assert "Flags of --learner adam (its defaults): --lr 0.001 --b1 0.9 --b2 0.99" in flat
 
 
 def test_every_section_flag_defaults_to_the_python_config_default():
-    actions = _actions(cli.parser())
+    actions = _actions(continual.parser())
     for section, cls in continual._config.SECTIONS.items():
         for f in dataclasses.fields(cls):
             if f.name == "out":
@@ -121,6 +121,34 @@ def test_every_section_flag_defaults_to_the_python_config_default():
                 continue
             assert actions[f.name].default == f.default, (section, f.name)
     assert actions["learner"].default == _cli.LEARNERS
+
+
+def test_the_main_job_defaults_are_the_papers_protocol_and_flags_still_win():
+    runs = continual.configs_from_args([], parser=cli.parser())
+    assert list(runs) == ["nte", "sgd", "adam"]
+    for name, config in runs.items():
+        mine = cli.LEARNER_DEFAULTS[name]
+        out = f"runs/continual/{name}"
+        assert config == continual.Config(learner=name, out=out, **cli.DEFAULTS, **mine)
+    assert runs["adam"].learner.b2 == 0.99 and runs["nte"].learner.max_delta == 0.1
+    argv = "--learner sgd,adam,ewc --lr 0.2 --width 8".split()
+    runs = continual.configs_from_args(argv, parser=cli.parser())
+    assert [c.learner.lr for c in runs.values()] == [0.2, 0.2, 0.2]  # a given flag applies to all
+    assert runs["adam"].learner.b2 == 0.99 and runs["ewc"].model.width == 8
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"defaults": {"widht": 3}}, "`defaults`: not fields of a Config section: widht"),
+        ({"learner_defaults": {"sgdd": {}}}, "`learner_defaults`: 'sgdd' is not a learner"),
+        ({"learner_defaults": {"sgd": {"beta": 1.0}}}, "`beta` is not a hyperparameter"),
+        ({"learner_defaults": {"sgd": {"lr": -1.0}}}, "`lr`"),
+    ],
+)
+def test_parser_overrides_are_checked_when_the_parser_is_built(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        continual.parser(**kwargs)
 
 
 @pytest.mark.parametrize("name", continual.available_learners())
@@ -227,3 +255,42 @@ def test_claims_observations_mark_ties_within_one_std():
     (line,) = claims._observations(first, acc)
     assert "width 2000" in line
     assert "nte (0.770) ≈ sgd (0.770) > adam (0.610)" in line
+
+
+def _R(first_after: list[float], peak: float = 0.9, tasks: int = 3) -> np.ndarray:
+    """An accuracy matrix per seed with the given first-task accuracy after all tasks."""
+    R = np.full((len(first_after), tasks, tasks), peak)
+    R[:, -1, 0] = first_after
+    return R
+
+
+def _results(**first: list[float]) -> dict:
+    out = {}
+    for name, after in first.items():
+        R = _R(after)
+        bwt = (R[:, -1, :-1] - np.diagonal(R, axis1=1, axis2=2)[:, :-1]).mean(-1)
+        out[name] = {"R": R, "finished": True, "summary": {"BWT": {"per_seed": bwt.tolist()}}}
+    return out
+
+
+def test_reading_judges_nte_against_sgd_by_the_seed_spread():
+    ahead = _reading.reading(_results(nte=[0.8, 0.81, 0.79], sgd=[0.6, 0.61, 0.59]), 2048)
+    assert "first-task accuracy after 3 tasks" in ahead and "NTE 0.800 ± 0.008" in ahead
+    assert "+0.200 (beyond the seed spread" in " ".join(ahead.split())
+    assert "NTE retains it better than SGD" in " ".join(ahead.split())
+    assert "forgets less than SGD is shown by this run" in " ".join(ahead.split())
+    tie = " ".join(_reading.reading(_results(nte=[0.6, 0.7], sgd=[0.65, 0.66]), 64).split())
+    assert "no difference beyond the seed spread" in tie and "is not shown by this run" in tie
+    behind = " ".join(_reading.reading(_results(nte=[0.3, 0.31], sgd=[0.6, 0.61]), 64).split())
+    assert "NTE retains it worse than SGD" in behind and "is not shown" in behind
+    one = " ".join(_reading.reading(_results(nte=[0.7], sgd=[0.6]), 64).split())
+    assert "one seed, no spread to judge by" in one and "is not shown" in one
+
+
+def test_reading_checks_that_adam_forgets_the_most_and_skips_unfinished_runs():
+    text = _results(nte=[0.6, 0.62], sgd=[0.6, 0.61], adam=[0.3, 0.31])
+    flat = " ".join(_reading.reading(text, 64).split())
+    assert "Adam -0.298" in flat and "the claim that Adam forgets the most holds here" in flat
+    text = _results(sgd=[0.2, 0.21], adam=[0.5, 0.51])
+    assert "forgets the most does not hold here" in " ".join(_reading.reading(text, 64).split())
+    assert _reading.reading({"sgd": {"finished": False, "summary": {}}}, 64) == ""

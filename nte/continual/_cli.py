@@ -26,7 +26,7 @@ import re
 import textwrap
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ OUT = "runs/continual"
 # Flags of the multi-controller runtime (`nte.initialize_distributed`), not Config fields.
 MULTI_HOST = ("coordinator", "num_processes", "process_id")
 WIDTH = 88
+# A script's own hyperparameter defaults: `{learner name: {hyperparameter: value}}`.
+Overrides = Mapping[str, Mapping[str, Any]]
 USAGE = "%(prog)s [-h] [--learner NAME,NAME,...] [--FLAG VALUE ...]"
 
 
@@ -122,7 +124,7 @@ def learner_flags() -> dict[str, dict[str, dataclasses.Field]]:
     return out
 
 
-def _learner_help(owners: dict[str, dataclasses.Field]) -> str:
+def _learner_help(owners: dict[str, dataclasses.Field], ours: Overrides) -> str:
     texts: dict[str, list[str]] = {}
     for name, f in owners.items():
         texts.setdefault(help_text(f), []).append(name)
@@ -130,8 +132,29 @@ def _learner_help(owners: dict[str, dataclasses.Field]) -> str:
         (text,) = texts
     else:
         text = "; ".join(f"{', '.join(names)}: {t}" for t, names in texts.items())
-    defaults = ", ".join(f"{n} {_show(_default(f))}" for n, f in owners.items())
+    defaults = ", ".join(f"{n} {_show(_own(f, ours.get(n, {})))}" for n, f in owners.items())
     return _escape(f"{text} (default: {defaults})")
+
+
+def _own(f: dataclasses.Field, overrides: Mapping[str, Any]) -> Any:
+    """The default of field `f`: the script's override if it has one, else the dataclass's."""
+    return overrides[f.name] if f.name in overrides else _default(f)
+
+
+def _check_overrides(defaults: Mapping[str, Any], learner_defaults: Overrides) -> None:
+    """Every key of `defaults` a Config section field, every key of `learner_defaults` a
+    registered learner with hyperparameters of that learner (`ValueError` naming it)."""
+    fields = {f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
+    unknown = sorted(set(defaults) - fields - {"out"})
+    if unknown:
+        raise ValueError(f"`defaults`: not fields of a Config section: {', '.join(unknown)}.")
+    for name, values in learner_defaults.items():
+        if name not in available_learners():
+            raise ValueError(
+                f"`learner_defaults`: {name!r} is not a learner "
+                f"({', '.join(available_learners())})."
+            )
+        learner_config(name, **values)  # a ValueError naming a bad hyperparameter
 
 
 def _learner_kwargs(owners: dict[str, dataclasses.Field]) -> dict[str, Any]:
@@ -144,12 +167,12 @@ def _learner_kwargs(owners: dict[str, dataclasses.Field]) -> dict[str, Any]:
     return _flag_kwargs((optional or kinds)[0], choices or None)
 
 
-def _add_learner_groups(p: argparse.ArgumentParser, default: str) -> None:
+def _add_learner_groups(p: argparse.ArgumentParser, default: str, ours: Overrides) -> None:
     flags, added = learner_flags(), set()
     for name in _learner_order(default):
         cls = type(learner_config(name))
         fields = dataclasses.fields(cls)
-        takes = " ".join(f"{_flag(f.name)} {_show(_default(f))}" for f in fields)
+        takes = " ".join(f"{_flag(f.name)} {_show(_own(f, ours.get(name, {})))}" for f in fields)
         takes = f"Flags of --learner {name} (its defaults): {takes}"
         takes = textwrap.fill(takes, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
         desc = f"{_summary(cls)}\n{takes}"
@@ -159,8 +182,9 @@ def _add_learner_groups(p: argparse.ArgumentParser, default: str) -> None:
                 continue
             added.add(f.name)
             owners = flags[f.name]
+            help_ = _learner_help(owners, ours)
             group.add_argument(_flag(f.name), default=argparse.SUPPRESS,
-                               help=_learner_help(owners), **_learner_kwargs(owners))  # fmt: skip
+                               help=help_, **_learner_kwargs(owners))  # fmt: skip
 
 
 def _learner_names(text: str) -> list[str]:
@@ -192,16 +216,18 @@ def _add_top(p: argparse.ArgumentParser, learners: str) -> None:
                    help="more learner hyperparameters, as a JSON object")  # fmt: skip
 
 
-def _add_section(p: argparse.ArgumentParser, name: str, cls: type, out: str) -> Any:
+def _add_section(p: argparse.ArgumentParser, name: str, cls: type, ours: Mapping[str, Any]) -> Any:
     group = p.add_argument_group(name, _escape(_summary(cls)))
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if name == "training" and f.name == "out":
-            group.add_argument("--out", default=out, help="output folder: OUT/<learner>/ per "
-                               "learner, with config.json, metrics.json and plots")  # fmt: skip
+            group.add_argument("--out", default=ours["out"], help="output folder: "
+                               "OUT/<learner>/ per learner, with config.json, metrics.json and "
+                               "plots")  # fmt: skip
             continue
         kw = _flag_kwargs(hints[f.name], choices_of(f))
-        group.add_argument(_flag(f.name), default=_default(f), help=_escape(help_text(f)), **kw)
+        help_ = _escape(help_text(f))
+        group.add_argument(_flag(f.name), default=_own(f, ours), help=help_, **kw)
     return group
 
 
@@ -211,6 +237,8 @@ def parser(
     description: str | None = None,
     learners: str = LEARNERS,
     out: str = OUT,
+    defaults: Mapping[str, Any] | None = None,
+    learner_defaults: Overrides | None = None,
 ) -> argparse.ArgumentParser:
     """An `argparse` parser with one flag per field of the Config sections and per learner
     hyperparameter, with help text, defaults and choices, grouped by section.
@@ -221,20 +249,30 @@ def parser(
     - `description`: text shown above the flags (paragraphs and indentation are kept).
     - `learners`: the default of `--learner` (a comma-separated list of registered names).
     - `out`: the default of `--out` (each learner writes `OUT/<learner>/`).
+    - `defaults`: the script's own defaults of Config section fields, e.g.
+      `{"width": 2048, "epochs": 2}` (shown in `--help`).
+    - `learner_defaults`: the script's own hyperparameter defaults per learner, e.g.
+      `{"sgd": {"lr": 0.01}, "adam": {"lr": 1e-3, "b2": 0.99}}`: a flag given on the command
+      line (`--lr 0.1`) still applies to every chosen learner that has it.
 
-    Section defaults are the `Config` defaults, so `configs_from_args([])` gives
-    `Config(learner=name, out=f"{out}/{name}")` for each default learner. Learner flags default
-    to each learner's own default. The devices group also holds the multi-host flags
+    Section defaults are the `Config` defaults unless `defaults` names them, so without
+    overrides `configs_from_args([])` gives `Config(learner=name, out=f"{out}/{name}")` for each
+    default learner. Learner flags default to each learner's own default (or its entry in
+    `learner_defaults`). A key of `defaults` that is not a section field, or of
+    `learner_defaults` that is not a learner or one of its hyperparameters, is a `ValueError`
+    naming it. The devices group also holds the multi-host flags
     `--coordinator --num-processes --process-id` (for `nte.initialize_distributed`).
     """
+    defaults, learner_defaults = dict(defaults or {}), dict(learner_defaults or {})
+    _check_overrides(defaults, learner_defaults)
     p = argparse.ArgumentParser(
         prog=prog, usage=USAGE, description=description, formatter_class=HelpFormatter
     )
     _add_top(p, learners)
     for name, cls in SECTIONS.items():
         if name == "devices":
-            _add_learner_groups(p, learners)
-        group = _add_section(p, name, cls, out)
+            _add_learner_groups(p, learners, learner_defaults)
+        group = _add_section(p, name, cls, {"out": out, **defaults})
     group.add_argument(
         "--coordinator",
         default=None,
@@ -249,6 +287,7 @@ def parser(
     )
     group.add_argument("--process-id", type=int, default=None,
                        help="multi-host: this process's index (or JAX_PROCESS_ID)")  # fmt: skip
+    p.set_defaults(learner_defaults=learner_defaults)
     return p
 
 
@@ -262,6 +301,7 @@ def configs(args: dict[str, Any]) -> dict[str, Config]:
     names = args.pop("learner")
     names = _learner_names(names) if isinstance(names, str) else list(names)
     out = Path(args.pop("out"))
+    ours = args.pop("learner_defaults", {})
     flags = learner_flags()
     hyper = {**args.pop("learner_kwargs"), **{k: args.pop(k) for k in flags if k in args}}
     owned = {f for n in names for f in flags if n in flags[f]}
@@ -271,7 +311,8 @@ def configs(args: dict[str, Any]) -> dict[str, Config]:
         raise ValueError(f"{flags_}: a flag of none of the chosen learners ({', '.join(names)}).")
     result = {}
     for name in names:
-        mine = {k: v for k, v in hyper.items() if name in flags.get(k, {name: None})}
+        mine = {**ours.get(name, {})}
+        mine |= {k: v for k, v in hyper.items() if name in flags.get(k, {name: None})}
         result[name] = Config(learner=name, out=str(out / name), **args, **mine)
     _check_dataset(result[names[0]].data)
     return result
