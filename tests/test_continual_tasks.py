@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nte import continual
-from nte.continual._tasks import task_batch
+from nte.continual._tasks import holdout, load_tasks, task_batch
 
 
 def _dataset(n_train=60, n_test=30, classes=6, shape=(3, 4), seed=0):
@@ -88,3 +88,34 @@ def test_bad_inputs():
     bad.y_train = bad.y_train + 10
     with pytest.raises(ValueError, match="labels"):
         continual.permuted_tasks(bad, 2, key=jax.random.key(0))
+
+
+def test_validation_split_holds_out_training_examples_and_never_the_test_set():
+    ds = _dataset(n_train=60, n_test=30)
+    held = holdout(ds, 0.25, seed=1)
+    assert held.x_train.shape == (45, 12) and held.x_test.shape == (15, 12)
+    flat = ds.x_train.reshape(60, -1)
+    rows = lambda x: {r.tobytes() for r in x}  # noqa: E731
+    assert rows(held.x_train) | rows(held.x_test) == rows(flat)  # a partition of the train set
+    assert not rows(held.x_train) & rows(held.x_test)
+    assert not rows(held.x_test) & rows(ds.x_test.reshape(30, -1))  # the test set is unused
+    index = {r.tobytes(): i for i, r in enumerate(flat)}
+    for x, y in ((held.x_train, held.y_train), (held.x_test, held.y_test)):
+        np.testing.assert_array_equal(y, ds.y_train[[index[r.tobytes()] for r in x]])
+    again = holdout(ds, 0.25, seed=1)
+    np.testing.assert_array_equal(again.x_test, held.x_test)
+    assert not np.array_equal(holdout(ds, 0.25, seed=2).x_test, held.x_test)
+    config = continual.Config(learner="sgd", validation=0.25, tasks=2)
+    tasks = load_tasks(config, ds)
+    assert tasks.test_count.tolist() == [15, 15] and tasks.train_count.tolist() == [45, 45]
+    np.testing.assert_array_equal(tasks.x_test, holdout(ds, 0.25, seed=0).x_test)
+    assert tasks.num_outputs == 6
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, float("nan")])
+def test_validation_fraction_is_checked(fraction):
+    with pytest.raises(ValueError, match="`fraction` must lie in"):
+        holdout(_dataset(), fraction)
+    if fraction != 0.0:
+        with pytest.raises(ValueError, match="`validation` must be a finite number"):
+            continual.DataConfig(validation=fraction)

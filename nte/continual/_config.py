@@ -14,7 +14,7 @@ from typing import Any
 
 from .._distributed import parse_mesh
 from ..data._load import SOURCES
-from ._fields import choice, integer, of_type, option, validate
+from ._fields import choice, integer, number, of_type, option, validate
 from ._learner import LearnerConfig, available_learners, learner_config
 
 SCENARIOS = ("permuted", "task", "domain", "class")
@@ -45,6 +45,10 @@ class DataConfig(_Section):
     permute_first: bool = option(
         False, "permuted scenario: permute the first task too (the paper's protocol)", of_type(bool)
     )
+    validation: float = option(
+        0.0, "fraction of the training set held out and evaluated instead of the test set "
+        "(0: the test set)", number(strict=False, below=1.0),
+    )  # fmt: skip
 
     def __post_init__(self):
         validate(self)

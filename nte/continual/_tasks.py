@@ -7,6 +7,7 @@ so the dataset is never copied once per task.
 """
 
 import dataclasses
+import types
 from typing import Any
 
 import jax
@@ -246,14 +247,39 @@ def task_inputs(tasks_device: dict, t: jax.Array, x: jax.Array, y: jax.Array):
     return x[:, tasks_device["permutations"][t]], tasks_device["label_map"][t][y]
 
 
+def holdout(dataset: Any, fraction: float, *, seed: int = 0) -> Any:
+    """`dataset` with a validation split in place of its test set: a random `fraction` of the
+    training examples (chosen by `seed`, at least one) becomes the test set, the rest the
+    training set; the test images are never used. Selects hyperparameters without touching
+    the test set (`DataConfig.validation`)."""
+    if not isinstance(fraction, float | int) or not 0.0 < fraction < 1.0:
+        raise ValueError(f"`fraction` must lie in (0, 1), got {fraction!r}.")
+    x, y, _, y_test = _arrays(dataset)
+    n_val = max(1, int(round(fraction * len(y))))
+    if n_val >= len(y):
+        raise ValueError(f"`fraction` {fraction} leaves no training examples of {len(y)}.")
+    order = np.random.default_rng(seed).permutation(len(y))
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return types.SimpleNamespace(
+        name=f"{_name(dataset)}-validation",
+        x_train=x[train], y_train=y[train], x_test=x[val], y_test=y[val],
+        num_classes=_num_classes(dataset, y, y_test),
+        image_shape=_meta(dataset, "image_shape", None),
+    )  # fmt: skip
+
+
 def load_tasks(config: Any, dataset: Any = None) -> Tasks:
     """The task sequence of `config.data` ([`nte.continual.Config`][]), loading
-    `config.data.dataset` with `nte.data.load` unless `dataset` is given."""
+    `config.data.dataset` with `nte.data.load` unless `dataset` is given; with
+    `config.data.validation > 0` the test set is a held-out part of the training set
+    (`holdout`, seeded by `task_seed`)."""
     d = config.data
     if dataset is None:
         from .. import data  # nte.data, imported lazily
 
         dataset = data.load(d.dataset, source=d.source, data_dir=d.data_dir)
+    if d.validation > 0:
+        dataset = holdout(dataset, d.validation, seed=d.task_seed)
     if d.scenario == "permuted":
         return permuted_tasks(
             dataset, d.tasks, key=jr.key(d.task_seed), keep_first=not d.permute_first
