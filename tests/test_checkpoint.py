@@ -119,3 +119,17 @@ def test_lock_excludes_a_second_holder_in_process_and_across_processes(tmp_path)
         proc.wait()
     with FolderLock(tmp_path):  # a killed holder leaves no stale lock
         pass
+
+
+def test_a_field_added_since_the_checkpoint_counts_only_at_its_default(tmp_path):
+    from nte import continual
+
+    identity = ckpt._json(continual.Config(learner="sgd", tasks=2).identity())
+    older = {**identity, "data": {k: v for k, v in identity["data"].items() if k != "validation"}}
+    ckpt.write_config(tmp_path, older)  # written before DataConfig had `validation`
+    ckpt.check_config(tmp_path, identity)  # validation=0.0, its default: the same run
+    moved = continual.Config(learner="sgd", tasks=2, validation=0.1).identity()
+    with pytest.raises(ckpt.CheckpointError, match=r"data.validation: '<absent>' -> 0.1"):
+        ckpt.check_config(tmp_path, moved)
+    with pytest.raises(ckpt.CheckpointError, match=r"data.tasks: 2 -> 3"):
+        ckpt.check_config(tmp_path, continual.Config(learner="sgd", tasks=3).identity())

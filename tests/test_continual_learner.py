@@ -69,6 +69,33 @@ def test_sgd_learner_step_matches_manual_update(getkey, momentum):
     assert aux["loss"].shape == ()
 
 
+@pytest.mark.parametrize("reset", [False, True])
+def test_sgd_momentum_buffer_is_reset_at_task_ends_only_when_asked(getkey, reset):
+    model = nte.nn.MLP(6, 5, 1, 4, key=getkey())
+    x, y = jax.random.normal(getkey(), (8, 6)), jnp.arange(8) % 4
+    task = continual.Task(jnp.int32(0), jnp.ones(4, bool))
+    learner = continual.make_learner("sgd", lr=0.1, momentum=0.9, reset_momentum=reset)
+    state = learner.init(model, key=getkey())
+    step = eqx.filter_jit(learner.step)
+    state, _ = step(state, x, y, task)
+    state = learner.end_task(state, jnp.int32(0), x, y, task, key=getkey())
+    trace = jax.tree.leaves(state.opt_state)
+    assert all(bool(jnp.all(t == 0)) for t in trace) == reset  # zero buffer iff reset
+    after, _ = step(state, x, y, task)
+
+    def loss(m):
+        return -jnp.mean(jax.vmap(lambda xi: jax.nn.log_softmax(m(xi)))(x)[jnp.arange(8), y])
+
+    g0 = eqx.filter_grad(loss)(model)  # the reference: heavy ball by hand
+    m1 = eqx.apply_updates(model, jax.tree.map(lambda g: -0.1 * g, g0))
+    g1 = eqx.filter_grad(loss)(m1)
+    v = g1 if reset else jax.tree.map(lambda a, b: 0.9 * a + b, g0, g1)
+    ref = eqx.apply_updates(m1, jax.tree.map(lambda vi: -0.1 * vi, v))
+    for a, b in zip(jax.tree.leaves(eqx.filter(after.model, eqx.is_array)),
+                    jax.tree.leaves(eqx.filter(ref, eqx.is_array))):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_registry_and_errors():
     assert {"sgd", "adam", "nte", "scaled_sgd"} <= set(continual.available_learners())
     adam = continual.make_learner("adam", lr=0.01)

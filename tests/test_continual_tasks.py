@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from nte import continual
-from nte.continual._tasks import holdout, load_tasks, task_batch
+from nte.continual import holdout, load_tasks
+from nte.continual._tasks import task_batch
 
 
 def _dataset(n_train=60, n_test=30, classes=6, shape=(3, 4), seed=0):

@@ -69,6 +69,7 @@ from ._result import Result as Result
 from ._run import run as run
 from ._tasks import (
     Tasks as Tasks,
+    holdout as holdout,
     load_tasks as load_tasks,
     permuted_tasks as permuted_tasks,
     split_tasks as split_tasks,

@@ -24,6 +24,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._internal._io import atomic_write, atomic_write_json, atomic_write_text, read_json
+from ._config import fill_new_fields
 
 STATE_FILE = "state.eqx"
 PROGRESS_FILE = "progress.json"
@@ -192,11 +193,13 @@ def check_config(folder: str | os.PathLike, identity: dict[str, Any]) -> None:
     """Check the run's config equals the one recorded in `folder` (if any); writes nothing.
 
     Raises [`CheckpointError`][] naming the differing fields if `folder` holds a checkpoint of
-    a different configuration.
+    a different configuration. A field the recorded config lacks (added to `Config` since)
+    counts as equal when this run leaves it at its default.
     """
     path = Path(folder) / CONFIG_FILE
     if path.exists():
-        diff = differences(read_json(path), _json(identity))
+        new = _json(identity)
+        diff = differences(fill_new_fields(read_json(path), new), new)
         if diff:
             raise CheckpointError(
                 f"`out` ({Path(folder).parent}) holds a checkpoint of a different configuration "

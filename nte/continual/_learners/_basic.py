@@ -17,7 +17,7 @@ from ..._scaled_sgd import scale_by_scaled_sgd
 from .._fields import choice, integer, number, of_type, option
 from .._learner import LearnerConfig, LearnerContext, register_learner
 from .._observe import ensemble_observer
-from ._optax import OptaxLearner, PerExampleGradients, TangentLikelihoods
+from ._optax import OptaxLearner, PerExampleGradients, ResettingOptaxLearner, TangentLikelihoods
 
 LEARNING_RATE = "the step size"
 MOMENTUM = "heavy-ball momentum in [0, 1); 0 is plain SGD"
@@ -37,9 +37,14 @@ class SGDConfig(LearnerConfig):
     lr: float = option(0.05, LEARNING_RATE, number())
     momentum: float = option(0.0, MOMENTUM, number(strict=False, below=1.0))
     nesterov: bool = option(False, "Nesterov momentum", of_type(bool))
+    reset_momentum: bool = option(
+        False, "zero the momentum buffer at every task end (the paper's Fig. 4 variant)",
+        of_type(bool),
+    )  # fmt: skip
 
     def build(self, context: LearnerContext) -> OptaxLearner:
-        return OptaxLearner(sgd_transformation(self.lr, self.momentum, self.nesterov))
+        cls = ResettingOptaxLearner if self.reset_momentum else OptaxLearner
+        return cls(sgd_transformation(self.lr, self.momentum, self.nesterov))
 
 
 @register_learner

@@ -176,3 +176,13 @@ class OptaxLearner(AbstractLearner):
     def eval_model(self, state: OptaxState, task_index: Int[Array, ""]) -> eqx.Module:
         del task_index
         return state.model
+
+
+class ResettingOptaxLearner(OptaxLearner):
+    """An [`nte.continual.OptaxLearner`][] whose optimizer state is initialized afresh at every
+    task end (e.g. SGD's momentum buffer reset between tasks: `SGDConfig(reset_momentum=True)`)."""
+
+    def end_task(self, state: OptaxState, task_index, x, y, task, *, key) -> OptaxState:
+        del task_index, x, y, task
+        params, _ = split(state.model)
+        return OptaxState(state.model, self.transformation(key).init(params))
