@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._help import HelpFormatter
+from . import _protocol
 
 LEARNERS = ("nte", "sgd", "adam")
 # The authors' first-task accuracy after 5 tasks (permuted MNIST, read off their W&B plots) at
@@ -46,39 +46,18 @@ def parameters(width: int, depth: int = 2, features: int = 784, classes: int = 1
 
 def plan(args: argparse.Namespace) -> dict[str, "object"]:
     """Every run of the sweep, by name (`<learner>-w<width>`)."""
-    from nte import continual
-
-    hyper = {
-        "nte": continual.NTEConfig(beta=0.01, eta=1.0, max_delta=0.1),
-        "sgd": continual.SGDConfig(lr=0.01, momentum=0.0),
-        "adam": continual.AdamConfig(lr=1e-3, b1=0.9, b2=0.99),
-    }
     runs = {}
     for w in args.widths:
         for name in args.learners:
-            runs[f"{name}-w{w}"] = continual.Config(
-                learner=hyper[name],
-                dataset=args.dataset,
-                tasks=args.tasks,
-                permute_first=True,
-                width=w,
-                depth=2,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                seeds=args.seeds if w <= args.many_seeds_up_to else 1,
-                progress=args.progress,
-                checkpoint_every=args.checkpoint_every,
-                out=str(args.out / f"{name}-w{w}"),
+            seeds = args.seeds if w <= args.many_seeds_up_to else 1
+            runs[f"{name}-w{w}"] = _protocol.config(
+                name, args, width=w, seeds=seeds, out=args.out / f"{name}-w{w}"
             )
     return runs
 
 
 def _features(runs: dict) -> int:
     return FEATURES.get(next(iter(runs.values())).data.dataset, 784)
-
-
-def _cell(v: np.ndarray) -> str:
-    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v[0]:.3f}"
 
 
 def rows(runs: dict) -> dict[tuple[str, int], dict[str, np.ndarray]]:
@@ -88,16 +67,8 @@ def rows(runs: dict) -> dict[tuple[str, int], dict[str, np.ndarray]]:
     out = {}
     for config in runs.values():
         m = _load(config)  # the finished run's metrics.json, or None
-        if m is None:
-            continue
-        R = np.asarray(m["R"]["per_seed"], np.float64)  # [seeds, tasks, tasks]
-        out[(config.learner.name, config.model.width)] = {
-            "first": R[:, -1, 0],
-            "peak": R[:, 0, 0],
-            "ACC": np.asarray(m["ACC"]["per_seed"], np.float64),
-            "BWT": np.asarray(m["BWT"]["per_seed"], np.float64),
-            "ms_per_step": 1e3 / max(m["steps_per_second"], 1e-12),
-        }
+        if m is not None:
+            out[(config.learner.name, config.model.width)] = _protocol.first_task(m)
     return out
 
 
@@ -125,8 +96,10 @@ def _table(runs: dict, got: dict, widths: list[int], learners: tuple[str, ...]) 
             if r is None:
                 lines.append(f"| {w} | {n(w):.2e} | {k} | | not run | | | | | | {paper} |")
                 continue
-            cells = [_cell(r[c]) for c in ("first", "peak")] + [_cell(r["peak"] - r["first"])]
-            cells += [_cell(r["ACC"]), _cell(r["BWT"]), f"{r['ms_per_step']:.1f}"]
+            cells = [_protocol.cell(r[c]) for c in ("first", "peak")] + [
+                _protocol.cell(r["peak"] - r["first"])
+            ]
+            cells += [_protocol.cell(r["ACC"]), _protocol.cell(r["BWT"]), f"{r['ms_per_step']:.1f}"]
             lines.append(
                 f"| {w} | {n(w):.2e} | {k} | {len(r['first'])} | "
                 + " | ".join(cells)
@@ -219,31 +192,17 @@ def report(args: argparse.Namespace, runs: dict, command: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.width_sweep", description=__doc__, formatter_class=HelpFormatter
-    )
+    p = _protocol.parser("python -m experiments.width_sweep", __doc__, "runs/width_sweep")
     ints = lambda s: [int(w) for w in s.split(",")]  # noqa: E731
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (digits)")
-    p.add_argument("--report-only", action="store_true", help="only rewrite the report")
     p.add_argument("--widths", type=ints, default=[10, 30, 100, 300, 1000, 3000],
                    help="comma-separated hidden widths")  # fmt: skip
     p.add_argument("--learners", type=lambda s: tuple(s.split(",")), default=LEARNERS,
                    help="comma-separated learners among nte, sgd, adam")  # fmt: skip
-    p.add_argument("--dataset", default="fashion_mnist", help="a name for nte.data.load")
-    p.add_argument("--tasks", type=int, default=5, help="permuted tasks")
-    p.add_argument("--epochs", type=int, default=2, help="passes over each task")
-    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
     p.add_argument(
         "--seeds", type=int, default=3, help="seeds per run (widths ≤ --many-seeds-up-to)"
     )
     p.add_argument("--many-seeds-up-to", type=int, default=3000, help="wider runs use one seed")
-    p.add_argument(
-        "--checkpoint-every", type=int, default=500, help="also checkpoint every k steps"
-    )
-    p.add_argument("--out", type=Path, default=Path("runs/width_sweep"), help="output folder")
-    p.add_argument("--report", type=Path, default=Path("docs/results.md"), help="report file")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="tqdm progress bars")  # fmt: skip
     return p
 
 

@@ -1,0 +1,74 @@
+"""The authors' continual-learning protocol, shared by the scripts that test the paper's figures
+(`width_sweep`, `paper_sweeps`): permuted Fashion-MNIST with the first task permuted too,
+5 tasks × 2 epochs, batch 128, a depth-2 MLP; NTE β 0.01, η 1, max_delta 0.1; SGD lr 0.01
+without momentum; Adam lr 1e-3 with betas (0.9, 0.99). The headline metric is the first task's
+accuracy after all tasks; its "peak" is the accuracy right after training it (R[0, 0]).
+
+Imports of `nte` (and so JAX) happen inside the functions: the scripts parse their flags first.
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._help import HelpFormatter
+
+# The authors' hyperparameters (their code and W&B runs).
+REFERENCE = {
+    "nte": {"beta": 0.01, "eta": 1.0, "max_delta": 0.1},
+    "sgd": {"lr": 0.01, "momentum": 0.0},
+    "adam": {"lr": 1e-3, "b1": 0.9, "b2": 0.99},
+}
+
+
+def config(learner: str, args: argparse.Namespace, *, width: int, seeds: int, out: Path,
+           **changes: Any) -> Any:  # fmt: skip
+    """The `nte.continual.Config` of one run of the protocol (`changes`: any Config field or
+    hyperparameter that departs from it, e.g. `momentum=0.9`, `tasks=1`)."""
+    from nte import continual
+
+    settings = dict(
+        dataset=args.dataset, tasks=args.tasks, permute_first=True, width=width, depth=2,
+        epochs=args.epochs, batch_size=args.batch_size, seeds=seeds, progress=args.progress,
+        checkpoint_every=args.checkpoint_every, out=str(out),
+    )  # fmt: skip
+    return continual.Config(learner=learner, **{**settings, **REFERENCE[learner], **changes})
+
+
+def first_task(metrics: dict) -> dict[str, Any]:
+    """Per seed, from a finished run's `metrics.json`: the first task's accuracy after all
+    tasks (`first`), right after training it (`peak`), ACC, BWT, and ms per step."""
+    R = np.asarray(metrics["R"]["per_seed"], np.float64)  # [seeds, tasks, tasks]
+    return {
+        "first": R[:, -1, 0],
+        "peak": R[:, 0, 0],
+        "ACC": np.asarray(metrics["ACC"]["per_seed"], np.float64),
+        "BWT": np.asarray(metrics["BWT"]["per_seed"], np.float64),
+        "ms_per_step": 1e3 / max(metrics["steps_per_second"], 1e-12),
+    }
+
+
+def cell(v: np.ndarray) -> str:
+    """`mean ± std` over seeds (one seed: the value)."""
+    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
+def parser(prog: str, description: str | None, out: str) -> argparse.ArgumentParser:
+    """The flags every protocol script has (dataset, tasks, epochs, batch, checkpoints, output,
+    report, progress); the script adds its own."""
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    p.add_argument("--dataset", default="fashion_mnist", help="a name for nte.data.load")
+    p.add_argument("--tasks", type=int, default=5, help="permuted tasks")
+    p.add_argument("--epochs", type=int, default=2, help="passes over each task")
+    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=500, help="also checkpoint every k steps"
+    )
+    p.add_argument("--out", type=Path, default=Path(out), help="output folder")
+    p.add_argument("--report", type=Path, default=Path("docs/results.md"), help="report file")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="tqdm progress bars")  # fmt: skip
+    return p
