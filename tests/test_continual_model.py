@@ -152,3 +152,28 @@ def test_flat_construction_equals_sections():
         continual.Config(learner="nte", lr=0.1)
     with pytest.raises(ValueError, match="data"):
         continual.Config(data=continual.ModelConfig())
+
+
+@pytest.mark.parametrize("custom", [False, True])
+def test_initial_model_is_the_model_each_seed_starts_from(custom):
+    """With lr 1e-30 no float32 weight moves, so the model at the end of the task is the one
+    the seed started from; `initial_model` must rebuild it bit for bit."""
+    factory = (lambda key: nte.nn.MLP(64, 6, 1, 10, use_bias=False, key=key)) if custom else None
+    config = continual.Config(learner="sgd", lr=1e-30, tasks=1, width=6, depth=1, seeds=2,
+                              seed=5, epochs=1, batch_size=64, progress=False)  # fmt: skip
+    seen = {}
+
+    def keep(model, state, event):
+        seen[event.seed] = model
+        return {}
+
+    continual.run(config, model=factory, observers=(keep,))
+    assert sorted(seen) == [5, 6]
+    for seed, model in seen.items():
+        start = continual.initial_model(config, seed, model=factory)
+        for a, b in zip(jax.tree.leaves(eqx.filter(model, eqx.is_array)),
+                        jax.tree.leaves(eqx.filter(start, eqx.is_array))):  # fmt: skip
+            np.testing.assert_array_equal(a, b)
+    other = continual.initial_model(config, 7, model=factory)
+    assert not np.array_equal(jax.tree.leaves(eqx.filter(other, eqx.is_array))[0],
+                              jax.tree.leaves(eqx.filter(seen[5], eqx.is_array))[0])  # fmt: skip

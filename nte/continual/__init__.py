@@ -64,6 +64,7 @@ from ._learners._pruning import (
     PruneOnlyLearner as PruneOnlyLearner,
 )
 from ._metrics import Metrics as Metrics, metrics as metrics
+from ._model import initial_model as initial_model
 from ._observe import Event as Event, ensemble_observer as ensemble_observer
 from ._result import Result as Result
 from ._run import run as run

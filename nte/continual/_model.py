@@ -83,3 +83,23 @@ def model_identity(abstract: eqx.Module) -> dict[str, Any]:
 def default_model(config: ModelConfig, tasks: Tasks) -> DefaultModel:
     """The factory of `Config.model`'s MLP for `tasks`."""
     return DefaultModel(config, tasks.num_features, tasks.num_outputs)
+
+
+def seed_keys(seed: int | jax.Array) -> jax.Array:
+    """The four keys of one seed of a run: `[0]` builds its model, `[1]` initializes its
+    learner, `[2]`, `[3]` its batches and `end_task` hooks."""
+    return jr.split(jr.key(seed), 4)
+
+
+def initial_model(config: Any, seed: int, *, model: Any = None, dataset: Any = None) -> Any:
+    """The model seed `seed` of `nte.continual.run(config, model=model, dataset=dataset)` starts
+    from, before any step: `model(key)` with that seed's model key (the default MLP of
+    `config.model` without `model`; the tasks are loaded to size it). Observers that compare
+    training with its start (e.g. [`nte.gradient_alignment`][]) rebuild it with this, so a
+    resumed run gets the same model."""
+    from ._tasks import load_tasks
+
+    factory = (
+        model if model is not None else default_model(config.model, load_tasks(config, dataset))
+    )
+    return eqx.filter_jit(factory)(seed_keys(seed)[0])  # compiled as in `run` (the same bits)

@@ -24,7 +24,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 
 from .._internal._io import atomic_write_json
@@ -32,7 +31,7 @@ from .._split import merge
 from . import _checkpoint as ckpt, _guard as guard, _parallel as parallel, _stripes as stripes
 from ._config import Config
 from ._metrics import metrics
-from ._model import check_model, default_model, model_identity
+from ._model import check_model, default_model, model_identity, seed_keys
 from ._observe import Observer, check_observers, keep_until, observe
 from ._programs import device_tasks, programs, use_compile_cache
 from ._result import Result
@@ -117,7 +116,7 @@ def _prepare(config: Any, model: Any, dataset: Any, observers: Any, stack: Any) 
         ckpt.check_config(folder, identity)  # reads only: written once accepted (`_accept`)
     prog = programs(config, tasks, factory, abstract, custom=model is not None)
     seeds = jnp.arange(tr.seed, tr.seed + tr.seeds)
-    keys = prog.par.place_seeds(jax.vmap(lambda s: jr.split(jr.key(s), 4))(seeds))
+    keys = prog.par.place_seeds(jax.vmap(seed_keys)(seeds))
     striped = stripes.StripedData(tasks, tr.batch_size, prog.par.mesh).arrays()
     n_steps = [tr.epochs * k for k in spe]
     return _Run(
