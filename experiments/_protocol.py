@@ -8,6 +8,8 @@ Imports of `nte` (and so JAX) happen inside the functions: the scripts parse the
 """
 
 import argparse
+import shlex
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +74,43 @@ def parser(prog: str, description: str | None, out: str) -> argparse.ArgumentPar
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="tqdm progress bars")  # fmt: skip
     return p
+
+
+def learner_list(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated learners among those of the protocol."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names or (bad := [n for n in names if n not in REFERENCE]):
+        raise argparse.ArgumentTypeError(
+            f"unknown {bad if names else text!r}; choose among {', '.join(REFERENCE)}"
+        )
+    return names
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse type: comma-separated integers (e.g. widths)."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def command(module: str, argv: Sequence[str]) -> str:
+    """The command line printed next to a report: `python -m <module> <argv>`, without the
+    flags that do not change results (`--report-only`, `--no-progress`)."""
+    kept = [a for a in argv if a not in ("--report-only", "--no-progress")]
+    return f"python -m {module} {shlex.join(kept)}".strip()
+
+
+def run_and_report(runs: dict, write_report: Callable[[], Any],
+                   observers: Callable[[Any], tuple] = lambda config: ()) -> None:  # fmt: skip
+    """Run every config of `runs` in order (a finished run is read back, an interrupted one
+    resumes; `observers(config)`: its observers), rewriting the report after each, so partial
+    results are readable while a sweep runs."""
+    from .continual import run_one
+
+    for name, config in runs.items():
+        print(f"== {name}", flush=True)
+        run_one(config, observers=observers(config))
+        write_report()

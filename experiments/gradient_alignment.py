@@ -18,7 +18,6 @@ checkpointed: rerunning resumes them and skips finished ones (`--report-only`: o
 """
 
 import argparse
-import shlex
 import sys
 
 import numpy as np
@@ -149,9 +148,10 @@ def parser() -> argparse.ArgumentParser:
     p = _protocol.parser("python -m experiments.gradient_alignment", __doc__,
                          "runs/gradient_alignment")  # fmt: skip
     p.set_defaults(tasks=2)
-    ints = lambda s: [int(w) for w in s.split(",")]  # noqa: E731
-    p.add_argument("--widths", type=ints, default=[30, 100, 300, 1000], help="hidden widths")
-    p.add_argument("--learners", type=lambda s: tuple(s.split(",")), default=LEARNERS,
+    p.add_argument(
+        "--widths", type=_protocol.int_list, default=[30, 100, 300, 1000], help="hidden widths"
+    )
+    p.add_argument("--learners", type=_protocol.learner_list, default=LEARNERS,
                    help="comma-separated learners among nte, sgd, adam")  # fmt: skip
     p.add_argument("--seeds", type=int, default=2, help="seeds per run")
     p.add_argument("--observe-every", type=int, default=47, help="steps between measurements")
@@ -163,23 +163,21 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     p = parser()
     args = p.parse_args(argv)
-    if bad := [k for k in args.learners if k not in _protocol.REFERENCE]:
-        p.error(f"argument --learners: unknown {bad}; choose among nte, sgd, adam")
     if args.probe < 1 or args.observe_every < 1:
         p.error("arguments --probe and --observe-every must be >= 1")
     from ._report import update_section
-    from .continual import run_one
 
     runs = plan(args)
-    command = "python -m experiments.gradient_alignment " + shlex.join(
-        a for a in argv if a not in ("--report-only", "--no-progress")
-    )
+    command = _protocol.command("experiments.gradient_alignment", argv)
+
+    def write_report() -> None:
+        update_section(args.report, "gradient_alignment", report(args, runs, command))
+
     if not args.report_only:
-        for name, config in runs.items():
-            print(f"== {name}", flush=True)
-            run_one(config, observers=(alignment_observer(config, args.probe),))
-            update_section(args.report, "gradient_alignment", report(args, runs, command))
-    update_section(args.report, "gradient_alignment", report(args, runs, command))
+        _protocol.run_and_report(
+            runs, write_report, lambda config: (alignment_observer(config, args.probe),)
+        )
+    write_report()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ report from the runs finished so far.
 """
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -130,15 +129,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_all(runs: dict, write_report) -> None:
-    from .continual import run_one
-
-    for name, config in runs.items():
-        print(f"== {name}", flush=True)
-        run_one(config)
-        write_report()  # partial results are readable while the sweep runs
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     p = parser()
@@ -146,9 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 0.0 < args.validation < 1.0:
         p.error(f"argument --validation: must lie in (0, 1), got {args.validation}")
     args.out = args.out / f"{args.sweep}-w{args.width}"
-    command = "python -m experiments.paper_sweeps " + shlex.join(
-        a for a in argv if a not in ("--report-only", "--no-progress")
-    )
+    command = _protocol.command("experiments.paper_sweeps", argv)
     plans = {"momentum": plan_momentum, "beta-eta": plan_beta_eta, "fair-lr": plan_select}
     runs = plans[args.sweep](args)
 
@@ -160,9 +148,11 @@ def main(argv: list[str] | None = None) -> None:
         _sweep_reports.write(args, command, runs, got, extra)
 
     if not args.report_only:
-        _run_all(runs, write_report)
+        _protocol.run_and_report(runs, write_report)
         if args.sweep == "fair-lr":
-            _run_all(plan_fair(args, chosen(args, finished_runs(runs))), write_report)
+            _protocol.run_and_report(
+                plan_fair(args, chosen(args, finished_runs(runs))), write_report
+            )
     write_report()
 
 

@@ -16,14 +16,12 @@ ones (`--report-only`: only the report).
 """
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from . import _protocol
-from ._help import HelpFormatter
 
 TAUS = (2e-6, 4e-6, 8e-6, 9e-6)
 TARGETS = (0.5, 0.8, 0.9, 0.95)
@@ -34,10 +32,11 @@ def plan(args: argparse.Namespace) -> dict:
     from nte import continual
 
     one = continual.load_tasks(continual.Config(dataset=args.dataset, tasks=1))
-    steps = args.tasks * (int(one.train_count[0]) // args.batch_size)  # of the whole run
+    steps = args.tasks * args.epochs * (int(one.train_count[0]) // args.batch_size)  # all tasks
     base = dict(
-        dataset=args.dataset, tasks=args.tasks, epochs=1, width=args.width, depth=1,
+        dataset=args.dataset, tasks=args.tasks, epochs=args.epochs, width=args.width, depth=1,
         use_bias=False, batch_size=args.batch_size, seeds=args.seeds, progress=args.progress,
+        checkpoint_every=args.checkpoint_every,
     )  # fmt: skip
     learners = {"sgd": continual.SGDConfig(lr=args.lr)}
     for tau in args.taus:
@@ -70,7 +69,7 @@ def rows(runs: dict) -> dict[str, dict]:
 def _setting(runs: dict) -> str:
     c = next(iter(runs.values()))
     return (
-        f"permuted {c.data.dataset}, {c.data.tasks} tasks × 1 epoch, batch "
+        f"permuted {c.data.dataset}, {c.data.tasks} tasks × {c.training.epochs} epoch(s), batch "
         f"{c.training.batch_size}, MLP 784-{c.model.width}-10 without biases, "
         f"{c.training.seeds} seeds"
     )
@@ -132,24 +131,17 @@ def report(args: argparse.Namespace, runs: dict, command: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.pruning_forgetting",
-                                description=__doc__, formatter_class=HelpFormatter)  # fmt: skip
+    p = _protocol.parser("python -m experiments.pruning_forgetting", __doc__,
+                         "runs/pruning_forgetting")  # fmt: skip
+    p.set_defaults(epochs=1)
     floats = lambda s: tuple(float(v) for v in s.split(","))  # noqa: E731
-    p.add_argument("--report-only", action="store_true", help="only rewrite the report")
-    p.add_argument("--dataset", default="fashion_mnist", help="a name for nte.data.load")
-    p.add_argument("--tasks", type=int, default=5, help="permuted tasks")
     p.add_argument("--width", type=int, default=256, help="hidden units")
-    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
     p.add_argument("--seeds", type=int, default=3, help="seeds per run")
     p.add_argument("--beta", type=float, default=0.03, help="NTE β")
     p.add_argument("--lr", type=float, default=0.05, help="SGD and magnitude learning rate")
     p.add_argument("--rate", type=float, default=0.01, help="prune-only rate")
     p.add_argument("--taus", type=floats, default=TAUS, help="NTE prune_below values")
     p.add_argument("--targets", type=floats, default=TARGETS, help="magnitude sparsities")
-    p.add_argument("--out", type=Path, default=Path("runs/pruning_forgetting"), help="output")
-    p.add_argument("--report", type=Path, default=Path("docs/results.md"), help="report file")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="tqdm progress bars")  # fmt: skip
     return p
 
 
@@ -157,19 +149,17 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     from ._report import update_section
-    from .continual import run_one
     from .pruning_only import sparsity_observer
 
     runs = plan(args)  # every value checked (Config) before any run starts
-    command = "python -m experiments.pruning_forgetting " + shlex.join(
-        a for a in argv if a not in ("--report-only", "--no-progress")
-    )
+    command = _protocol.command("experiments.pruning_forgetting", argv)
+
+    def write_report() -> None:
+        update_section(args.report, "pruning_forgetting", report(args, runs, command))
+
     if not args.report_only:
-        for name, config in runs.items():
-            print(f"== {name}", flush=True)
-            run_one(config, observers=(sparsity_observer,))
-            update_section(args.report, "pruning_forgetting", report(args, runs, command))
-    update_section(args.report, "pruning_forgetting", report(args, runs, command))
+        _protocol.run_and_report(runs, write_report, lambda config: (sparsity_observer,))
+    write_report()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ rewrites the report from the runs finished so far.
 """
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -193,11 +192,10 @@ def report(args: argparse.Namespace, runs: dict, command: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = _protocol.parser("python -m experiments.width_sweep", __doc__, "runs/width_sweep")
-    ints = lambda s: [int(w) for w in s.split(",")]  # noqa: E731
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (digits)")
-    p.add_argument("--widths", type=ints, default=[10, 30, 100, 300, 1000, 3000],
+    p.add_argument("--widths", type=_protocol.int_list, default=[10, 30, 100, 300, 1000, 3000],
                    help="comma-separated hidden widths")  # fmt: skip
-    p.add_argument("--learners", type=lambda s: tuple(s.split(",")), default=LEARNERS,
+    p.add_argument("--learners", type=_protocol.learner_list, default=LEARNERS,
                    help="comma-separated learners among nte, sgd, adam")  # fmt: skip
     p.add_argument(
         "--seeds", type=int, default=3, help="seeds per run (widths ≤ --many-seeds-up-to)"
@@ -210,8 +208,6 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     p = parser()
     args = p.parse_args(argv)
-    if bad := [k for k in args.learners if k not in LEARNERS]:
-        p.error(f"argument --learners: unknown {bad}; choose among {', '.join(LEARNERS)}")
     if args.quick:
         args.dataset, args.tasks, args.epochs, args.seeds = "digits", 3, 1, 2
         args.widths, args.batch_size = [16, 64], 32
@@ -222,12 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     from nte._internal._io import atomic_write_text
 
     from ._report import update_section
-    from .continual import run_one
 
     runs = plan(args)
-    command = "python -m experiments.width_sweep " + shlex.join(
-        a for a in argv if a != "--report-only"
-    )
+    command = _protocol.command("experiments.width_sweep", argv)
 
     def write_report() -> str:  # every finished run of the widths named in the command
         text = report(args, runs, command.strip())
@@ -238,10 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         return text
 
     if not args.report_only:
-        for name, config in runs.items():
-            print(f"== {name}", flush=True)
-            run_one(config)
-            write_report()  # partial results are readable while the sweep runs
+        _protocol.run_and_report(runs, write_report)
     print(write_report())
 
 
