@@ -17,6 +17,8 @@ COLUMNS = "| first task after all | peak (after task 1) | peak − after | ACC |
 def _cells(r: dict | None) -> str:
     if r is None:
         return "not run | | | | |"
+    if r.get("diverged"):
+        return "diverged | | | | |"
     values = [r["first"], r["peak"], r["peak"] - r["first"], r["ACC"], r["BWT"]]
     return " | ".join(_protocol.cell(v) for v in values) + " |"
 
@@ -43,8 +45,9 @@ def momentum(args, runs, got) -> tuple[list[str], Path]:
     plt = _plots._plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (suffix, label) in enumerate((("", "buffer kept"), ("-reset", "buffer zeroed"))):
-        ms = [m for m in MOMENTA if f"sgd-m{m}{suffix if m > 0 else ''}" in got]
-        r = [got[f"sgd-m{m}{suffix if m > 0 else ''}"] for m in ms]
+        name = lambda m, suffix=suffix: f"sgd-m{m}{suffix if m > 0 else ''}"  # noqa: E731
+        ms = [m for m in MOMENTA if not got.get(name(m), {"diverged": True}).get("diverged")]
+        r = [got[name(m)] for m in ms]
         x = [MOMENTA.index(m) for m in ms]
         first = [v["first"] for v in r]
         ax.errorbar(x, [f.mean() for f in first], yerr=[f.std() for f in first], marker="o",
@@ -65,6 +68,10 @@ def momentum(args, runs, got) -> tuple[list[str], Path]:
     return lines, path
 
 
+def _selection(r: dict) -> str:
+    return "diverged" if r.get("diverged") else f"{r['peak'][0]:.3f}"
+
+
 def _grid(got: dict, key: str) -> np.ndarray:
     from .paper_sweeps import BETAS, ETAS
 
@@ -72,7 +79,7 @@ def _grid(got: dict, key: str) -> np.ndarray:
     for i, b in enumerate(BETAS):
         for j, e in enumerate(ETAS):
             r = got.get(f"nte-b{b}-e{e}")
-            if r is not None:
+            if r is not None and not r.get("diverged"):
                 out[i, j] = (r["peak"] - r["first"]).mean() if key == "diff" else r[key].mean()
     return out
 
@@ -120,7 +127,7 @@ def fair_lr(args, runs, got, finals) -> tuple[list[str], None]:
     for learner, (key, values) in GRIDS.items():
         for v in values:
             r = got.get(f"select-{learner}-{key}{v}")
-            acc = "not run" if r is None else f"{r['peak'][0]:.3f}"
+            acc = "not run" if r is None else _selection(r)
             mark = " (chosen)" if best.get(learner) == v else ""
             lines.append(f"| {learner} | {key} = {v}{mark} | {acc} |")
     lines += ["", "Full protocol on the test set, the authors' value and the chosen one:", "",

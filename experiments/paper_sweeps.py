@@ -20,6 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from . import _protocol, _sweep_reports
 
 MOMENTA = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
@@ -79,7 +81,7 @@ def chosen(args: argparse.Namespace, finished: dict) -> dict[str, float]:
     for learner, (key, values) in GRIDS.items():
         acc = [finished.get(f"select-{learner}-{key}{v}") for v in values]
         if all(a is not None for a in acc):
-            scores = [a["peak"][0] for a in acc]
+            scores = [-np.inf if a.get("diverged") else a["peak"][0] for a in acc]
             top = [v for v, s in zip(values, scores) if s == max(scores)]
             ref = _protocol.REFERENCE[learner][key]
             best[learner] = ref if ref in top else top[0]  # a tie keeps the authors' value
@@ -106,7 +108,10 @@ def plan_fair(args: argparse.Namespace, best: dict[str, float]) -> dict:
 
 
 def finished_runs(runs: dict) -> dict:
-    """`{name: first-task metrics}` of the finished runs among `runs`."""
+    """`{name: first-task metrics}` of the finished runs among `runs`; a run that diverged is
+    `{"diverged": True}` (a selection counts it as the worst value, reports say so)."""
+    from nte._internal._io import read_json
+
     from .claims import _load
 
     out = {}
@@ -114,6 +119,10 @@ def finished_runs(runs: dict) -> dict:
         m = _load(config)
         if m is not None:
             out[name] = _protocol.first_task(m)
+            continue
+        path = Path(config.training.out) / "metrics.json"
+        if path.exists() and read_json(path).get("status") == "diverged":
+            out[name] = {"diverged": True}
     return out
 
 

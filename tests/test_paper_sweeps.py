@@ -90,3 +90,22 @@ def test_reports_show_finished_runs_and_mark_the_missing(tmp_path, sweep):
     else:
         assert "0.600 ± 0.100" in text or "0.600" in text
         assert (tmp_path / "results").is_dir() and any((tmp_path / "results").iterdir())
+
+
+def test_a_diverged_selection_run_is_the_worst_value_and_reported_as_such(tmp_path):
+    from experiments import _sweep_reports
+
+    args = _args(tmp_path, "fair-lr")
+    runs = paper_sweeps.plan_select(args)
+    got = {name: {"peak": np.array([0.5])} for name in runs}
+    got["select-adam-lr0.0001"] = {"peak": np.array([0.4])}
+    got["select-adam-lr0.003"] = {"diverged": True}
+    got["select-adam-lr0.001"] = {"peak": np.array([0.45])}
+    got["select-adam-lr0.0003"] = {"peak": np.array([0.6])}
+    assert paper_sweeps.chosen(args, got)["adam"] == 0.0003
+    got["select-adam-lr0.0003"] = {"diverged": True}
+    assert paper_sweeps.chosen(args, got)["adam"] == 0.001
+    _sweep_reports.write(args, "CMD", runs, got, {"reference-adam": {"diverged": True}})
+    text = (tmp_path / "r.md").read_text()
+    assert "| adam | lr = 0.003 | diverged |" in text
+    assert "| adam | authors' | lr = 0.001 | diverged |" in text
