@@ -35,6 +35,7 @@ def config(learner: str, args: argparse.Namespace, *, width: int, seeds: int, ou
         dataset=args.dataset, tasks=args.tasks, permute_first=True, width=width, depth=2,
         epochs=args.epochs, batch_size=args.batch_size, seeds=seeds, progress=args.progress,
         checkpoint_every=args.checkpoint_every, out=str(out),
+        stop_after_steps=getattr(args, "stop_after_steps", None),
     )  # fmt: skip
     return continual.Config(learner=learner, **{**settings, **REFERENCE[learner], **changes})
 
@@ -69,6 +70,8 @@ def parser(prog: str, description: str | None, out: str) -> argparse.ArgumentPar
     p.add_argument(
         "--checkpoint-every", type=int, default=500, help="also checkpoint every k steps"
     )
+    p.add_argument("--stop-after-steps", type=int, default=None,
+                   help="checkpoint and stop each run after this many steps")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path(out), help="output folder")
     p.add_argument("--report", type=Path, default=Path("docs/results.md"), help="report file")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
