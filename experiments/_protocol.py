@@ -90,19 +90,27 @@ def learner_list(text: str) -> tuple[str, ...]:
 
 
 def int_list(text: str) -> list[int]:
-    """An argparse type: comma-separated integers (e.g. widths)."""
+    """An argparse type: comma-separated integers >= 1 (e.g. widths)."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
+    return values
 
 
 def command(module: str, argv: Sequence[str]) -> str:
     """The command line printed next to a report: `python -m <module> <argv>`, without the
-    flags that do not change results (`--report-only`, `--no-progress`)."""
-    kept = [a for a in argv if a not in ("--report-only", "--no-progress")]
+    flags that do not change results (`--report-only`, `--no-progress`, `--stop-after-steps`)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip or a in ("--report-only", "--no-progress") or a.startswith("--stop-after-steps="):
+            skip = False
+            continue
+        skip = a == "--stop-after-steps"  # and its value
+        if not skip:
+            kept.append(a)
     return f"python -m {module} {shlex.join(kept)}".strip()
 
 

@@ -51,7 +51,8 @@ def _nte_vs_sgd(first: dict, width: int) -> str:
 
 def _adam(bwt: dict) -> str:
     others = [k for k in bwt if k != "adam"]
-    worst = [k for k in others if bwt["adam"].mean() < bwt[k].mean() - bwt["adam"].std()]
+    spread = lambda k: bwt["adam"].std() + bwt[k].std()  # noqa: E731 - as in `_compare`
+    worst = [k for k in others if bwt["adam"].mean() < bwt[k].mean() - spread(k)]
     figures = ", ".join(f"{_name(k)} {bwt[k].mean():+.3f}" for k in bwt)
     holds = "holds" if others and len(worst) == len(others) else "does not hold"
     return f"Backward transfer: {figures}; the claim that Adam forgets the most {holds} here."

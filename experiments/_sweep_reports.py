@@ -137,7 +137,7 @@ def fair_lr(args, runs, got, finals) -> tuple[list[str], None]:
         lines.append(
             f"| {learner} | authors' | {key} = {ref} | {_cells(finals.get(f'reference-{learner}'))}"
         )
-        v = best.get(learner, "not chosen yet")
+        v = best.get(learner, "(none chosen yet)")
         fair = _cells(finals.get(f"fair-{learner}"))
         lines.append(f"| {learner} | fair (chosen on task 1) | {key} = {v} | {fair}")
     return lines, None

@@ -29,10 +29,13 @@ BETAS = (0.001, 0.003, 0.01, 0.03, 0.1)
 ETAS = (0.1, 0.3, 1.0)
 # The value each learner's fair-lr selection sweeps, and its grid.
 GRIDS = {
-    "nte": ("beta", (0.001, 0.003, 0.01, 0.03, 0.1)),
-    "sgd": ("lr", (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)),
-    "adam": ("lr", (1e-4, 3e-4, 1e-3, 3e-3)),
+    "nte": ("beta", (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)),
+    "sgd": ("lr", (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)),
+    "adam": ("lr", (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)),
 }
+# Seeds per run unless --seeds: fair-lr's final runs have the width sweep's (they share its
+# reference runs), the other sweeps one.
+SEEDS = {"fair-lr": 3, "momentum": 1, "beta-eta": 1}
 SWEEPS = ("momentum", "beta-eta", "fair-lr")
 
 
@@ -76,12 +79,16 @@ def plan_select(args: argparse.Namespace) -> dict:
 
 def chosen(args: argparse.Namespace, finished: dict) -> dict[str, float]:
     """Each learner's grid value with the best validation accuracy, once all its selection
-    runs finished (a tie that includes the authors' value keeps it)."""
+    runs finished (a tie that includes the authors' value keeps it; a diverged run or a NaN
+    accuracy is the worst; none is chosen when all diverged)."""
     best = {}
     for learner, (key, values) in GRIDS.items():
         acc = [finished.get(f"select-{learner}-{key}{v}") for v in values]
         if all(a is not None for a in acc):
             scores = [-np.inf if a.get("diverged") else a["peak"][0] for a in acc]
+            scores = [-np.inf if np.isnan(x) else x for x in scores]
+            if max(scores) == -np.inf:
+                continue  # every value diverged: none chosen
             top = [v for v, s in zip(values, scores) if s == max(scores)]
             ref = _protocol.REFERENCE[learner][key]
             best[learner] = ref if ref in top else top[0]  # a tie keeps the authors' value
@@ -130,12 +137,21 @@ def parser() -> argparse.ArgumentParser:
     p = _protocol.parser("python -m experiments.paper_sweeps", __doc__, "runs/paper_sweeps")
     p.add_argument("sweep", choices=SWEEPS, help="which figure")
     p.add_argument("--width", type=int, default=1000, help="hidden width of both layers")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per run (fair-lr: final runs)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per run (fair-lr: its final runs; default 3, else 1)")  # fmt: skip
     p.add_argument("--validation", type=float, default=0.1,
                    help="fair-lr: training fraction held out for the selection")  # fmt: skip
     p.add_argument("--reference-out", type=Path, default=Path("runs/width_sweep"),
                    help="fair-lr: the width sweep's runs (the reference rows)")  # fmt: skip
     return p
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """The parsed flags completed: the sweep's own folder under `--out`, its default seeds."""
+    args.out = args.out / f"{args.sweep}-w{args.width}"
+    if args.seeds is None:
+        args.seeds = SEEDS[args.sweep]
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not 0.0 < args.validation < 1.0:
         p.error(f"argument --validation: must lie in (0, 1), got {args.validation}")
-    args.out = args.out / f"{args.sweep}-w{args.width}"
+    resolve(args)
     command = _protocol.command("experiments.paper_sweeps", argv)
     plans = {"momentum": plan_momentum, "beta-eta": plan_beta_eta, "fair-lr": plan_select}
     runs = plans[args.sweep](args)

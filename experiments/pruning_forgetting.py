@@ -36,7 +36,7 @@ def plan(args: argparse.Namespace) -> dict:
     base = dict(
         dataset=args.dataset, tasks=args.tasks, epochs=args.epochs, width=args.width, depth=1,
         use_bias=False, batch_size=args.batch_size, seeds=args.seeds, progress=args.progress,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, stop_after_steps=args.stop_after_steps,
     )  # fmt: skip
     learners = {"sgd": continual.SGDConfig(lr=args.lr)}
     for tau in args.taus:
@@ -70,7 +70,7 @@ def _setting(runs: dict) -> str:
     c = next(iter(runs.values()))
     return (
         f"permuted {c.data.dataset}, {c.data.tasks} tasks × {c.training.epochs} epoch(s), batch "
-        f"{c.training.batch_size}, MLP 784-{c.model.width}-10 without biases, "
+        f"{c.training.batch_size}, one hidden layer of {c.model.width} without biases, "
         f"{c.training.seeds} seeds"
     )
 
@@ -119,7 +119,7 @@ def report(args: argparse.Namespace, runs: dict, command: str) -> str:
         stats = [_protocol.cell(r[k]) for k in ("ACC", "BWT", "first", "peak")]
         lines.append(f"| {name} | " + " | ".join(sp + stats) + " |")
     text = [
-        "## Sparsity and forgetting on permuted Fashion-MNIST "
+        f"## Sparsity and forgetting on permuted {args.dataset} "
         "(`python -m experiments.pruning_forgetting`)", "",
         f"{setting}; NTE β {args.beta}, SGD lr {args.lr}, prune rate {args.rate} (score "
         "momentum 0.99, Gaussian cutoff); sparsity: fraction of weights exactly 0, mean over "

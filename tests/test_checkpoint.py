@@ -133,3 +133,16 @@ def test_a_field_added_since_the_checkpoint_counts_only_at_its_default(tmp_path)
         ckpt.check_config(tmp_path, moved)
     with pytest.raises(ckpt.CheckpointError, match=r"data.tasks: 2 -> 3"):
         ckpt.check_config(tmp_path, continual.Config(learner="sgd", tasks=3).identity())
+
+
+def test_a_state_file_written_before_a_field_existed_loads_at_its_default(tmp_path):
+    from nte import continual
+
+    identity = ckpt._json(continual.Config(learner="sgd", tasks=2).identity())
+    older = {**identity, "data": {k: v for k, v in identity["data"].items() if k != "validation"}}
+    ckpt.save(tmp_path, _tree(), {"task": 1}, identity=older)
+    got = ckpt.load(tmp_path, _tree(1), identity=identity, finite=lambda t: t["state"])
+    np.testing.assert_array_equal(got["state"]["w"], _tree()["state"]["w"])
+    moved = continual.Config(learner="sgd", tasks=2, validation=0.1).identity()
+    with pytest.raises(ckpt.CheckpointError, match=r"data.validation: '<absent>' -> 0.1"):
+        ckpt.load(tmp_path, _tree(1), identity=moved, finite=lambda t: t["state"])

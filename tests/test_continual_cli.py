@@ -179,7 +179,7 @@ def test_table_explains_its_columns_and_prints_the_settings():
     )
     assert lines[1].split()[:5] == ["learner", "ACC", "BWT", "FWT", "forgetting"]
     assert lines[2].startswith("sgd") and lines[2].count("0.500 ± 0.100") == 4
-    assert lines[3] == "sgd: lr=0.05, momentum=0.0, nesterov=False"
+    assert lines[3] == "sgd: lr=0.05, momentum=0.0, nesterov=False, reset_momentum=False"
     legend = " ".join(lines[4:])
     assert legend.startswith("ACC: mean final accuracy") and legend.endswith("std over seeds.")
     for word in ("BWT: backward transfer", "FWT: forward transfer", "forgetting:"):

@@ -120,3 +120,9 @@ def test_validation_fraction_is_checked(fraction):
     if fraction != 0.0:
         with pytest.raises(ValueError, match="`validation` must be a finite number"):
             continual.DataConfig(validation=fraction)
+
+
+def test_a_validation_split_leaving_no_training_examples_names_validation():
+    config = continual.Config(learner="sgd", validation=0.999, tasks=1)
+    with pytest.raises(ValueError, match="`validation` 0.999 leaves no training examples"):
+        load_tasks(config, _dataset(n_train=60))

@@ -10,8 +10,7 @@ def _args(tmp_path, *argv):
     args = paper_sweeps.parser().parse_args([*argv, "--out", str(tmp_path / "o"),
                                              "--report", str(tmp_path / "r.md"),
                                              "--reference-out", str(tmp_path / "ref")])  # fmt: skip
-    args.out = args.out / f"{args.sweep}-w{args.width}"
-    return args
+    return paper_sweeps.resolve(args)
 
 
 def _protocol_ok(c, width=1000):
@@ -46,7 +45,7 @@ def test_selection_runs_task_one_on_the_validation_split_and_ties_keep_the_autho
     for c in runs.values():
         assert (c.data.tasks, c.data.validation, c.training.seeds) == (1, 0.1, 1)
     score = lambda v: {"peak": np.array([v])}  # noqa: E731
-    scores = (0.1, 0.5, 0.7, 0.7, 0.2, 0.1)
+    scores = (0.1, 0.5, 0.7, 0.7, 0.2, 0.1, 0.0)
     got = {f"select-sgd-lr{v}": score(s) for v, s in zip(paper_sweeps.GRIDS["sgd"][1], scores)}
     got |= {f"select-nte-beta{v}": score(0.3) for v in paper_sweeps.GRIDS["nte"][1]}
     best = paper_sweeps.chosen(args, got)
@@ -98,6 +97,7 @@ def test_a_diverged_selection_run_is_the_worst_value_and_reported_as_such(tmp_pa
     args = _args(tmp_path, "fair-lr")
     runs = paper_sweeps.plan_select(args)
     got = {name: {"peak": np.array([0.5])} for name in runs}
+    got["select-adam-lr3e-05"] = {"peak": np.array([np.nan])}  # NaN: the worst
     got["select-adam-lr0.0001"] = {"peak": np.array([0.4])}
     got["select-adam-lr0.003"] = {"diverged": True}
     got["select-adam-lr0.001"] = {"peak": np.array([0.45])}
@@ -105,7 +105,26 @@ def test_a_diverged_selection_run_is_the_worst_value_and_reported_as_such(tmp_pa
     assert paper_sweeps.chosen(args, got)["adam"] == 0.0003
     got["select-adam-lr0.0003"] = {"diverged": True}
     assert paper_sweeps.chosen(args, got)["adam"] == 0.001
+    every = {k: ({"diverged": True} if "adam" in k else v) for k, v in got.items()}
+    assert "adam" not in paper_sweeps.chosen(args, every)  # all diverged: none chosen
     _sweep_reports.write(args, "CMD", runs, got, {"reference-adam": {"diverged": True}})
     text = (tmp_path / "r.md").read_text()
     assert "| adam | lr = 0.003 | diverged |" in text
     assert "| adam | authors' | lr = 0.001 | diverged |" in text
+
+
+def test_printed_command_drops_the_flags_that_do_not_change_results():
+    argv = ["fair-lr", "--width", "10000", "--stop-after-steps", "20", "--no-progress",
+            "--report-only", "--stop-after-steps=5", "--seeds", "1"]  # fmt: skip
+    assert _protocol.command("experiments.paper_sweeps", argv) == (
+        "python -m experiments.paper_sweeps fair-lr --width 10000 --seeds 1"
+    )
+
+
+@pytest.mark.parametrize("text", ["", "10,x", "0,10", ","])
+def test_width_lists_must_be_positive_integers(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="integers >= 1"):
+        _protocol.int_list(text)
+    assert _protocol.int_list("10, 3000") == [10, 3000]

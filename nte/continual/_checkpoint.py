@@ -155,7 +155,7 @@ def load(
         with open(path, "rb") as f:
             trailer = _trailer(path, f)
             f.seek(0)
-            diff = [] if identity is None else differences(trailer["identity"], _json(identity))
+            diff = [] if identity is None else _changes(trailer["identity"], identity)
             if diff:
                 raise CheckpointError(
                     f"checkpoint {str(path)!r} was written by a different configuration "
@@ -189,6 +189,13 @@ def load_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
     return read_json(path) if path.exists() else []
 
 
+def _changes(recorded: dict[str, Any], identity: dict[str, Any]) -> list[str]:
+    """`differences` of a recorded identity and this run's, fields added since left aside
+    when this run has them at their defaults (`fill_new_fields`)."""
+    new = _json(identity)
+    return differences(fill_new_fields(recorded, new), new)
+
+
 def check_config(folder: str | os.PathLike, identity: dict[str, Any]) -> None:
     """Check the run's config equals the one recorded in `folder` (if any); writes nothing.
 
@@ -198,8 +205,7 @@ def check_config(folder: str | os.PathLike, identity: dict[str, Any]) -> None:
     """
     path = Path(folder) / CONFIG_FILE
     if path.exists():
-        new = _json(identity)
-        diff = differences(fill_new_fields(read_json(path), new), new)
+        diff = _changes(read_json(path), identity)
         if diff:
             raise CheckpointError(
                 f"`out` ({Path(folder).parent}) holds a checkpoint of a different configuration "

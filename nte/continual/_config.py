@@ -252,16 +252,17 @@ class Config:
 def fill_new_fields(recorded: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
     """`recorded` (a run's identity written by an earlier version) with the section fields it
     lacks taken from `identity` where `identity` holds their default: a field added since the
-    run was written, left at its default, does not make the run a different configuration."""
+    run was written, left at its default, does not make the run a different configuration.
+    Both are JSON values (tuples as lists)."""
     learner = identity.get("learner", {}).get("name")
     if learner not in available_learners():
         return recorded
-    defaults = Config(learner=learner).identity()
+    defaults = json.loads(json.dumps(Config(learner=learner).identity()))
     out = dict(recorded)
     for section, fields in identity.items():
-        old = out.get(section)
+        old, known = out.get(section), defaults.get(section, {})
         if not isinstance(old, dict) or not isinstance(fields, dict):
             continue
-        new = {k: v for k, v in fields.items() if k not in old and defaults[section].get(k) == v}
+        new = {k: v for k, v in fields.items() if k not in old and k in known and known[k] == v}
         out[section] = {**old, **new}
     return out

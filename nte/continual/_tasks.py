@@ -279,7 +279,10 @@ def load_tasks(config: Any, dataset: Any = None) -> Tasks:
 
         dataset = data.load(d.dataset, source=d.source, data_dir=d.data_dir)
     if d.validation > 0:
-        dataset = holdout(dataset, d.validation, seed=d.task_seed)
+        try:
+            dataset = holdout(dataset, d.validation, seed=d.task_seed)
+        except ValueError as e:  # named as the config names it
+            raise ValueError(str(e).replace("`fraction`", "`validation`")) from None
     if d.scenario == "permuted":
         return permuted_tasks(
             dataset, d.tasks, key=jr.key(d.task_seed), keep_first=not d.permute_first
