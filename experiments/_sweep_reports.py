@@ -63,7 +63,8 @@ def momentum(args, runs, got) -> tuple[list[str], Path]:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     path = args.report.parent / "results" / f"momentum_w{args.width}.png"
-    _plots._caption(fig, ax, _setting(args, args.seeds), "error bars: std over seeds")
+    bars = "error bars: std over seeds" if args.seeds > 1 else "one seed per run: no error bars"
+    _plots._caption(fig, ax, _setting(args, args.seeds), bars)
     _plots._save(fig, path)
     return lines, path
 
