@@ -67,7 +67,8 @@ def polynomial_sparsity(
 def _keep_largest(values: list[Array], alive: list[Array], n_prune: Int[Array, ""]) -> list[Array]:
     """Alive masks keeping all but the `n_prune` smallest `|values|` (dead ones count first)."""
     flat = jnp.concatenate([jnp.ravel(jnp.where(a, jnp.abs(v), -1)) for v, a in zip(values, alive)])
-    rank = jnp.argsort(jnp.argsort(flat, stable=True), stable=True)
+    order = jnp.argsort(flat, stable=True)  # one sort; the ranks are its inverse permutation
+    rank = jnp.zeros(flat.shape, jnp.int32).at[order].set(jnp.arange(flat.size, dtype=jnp.int32))
     keep, start = [], 0
     for v, a in zip(values, alive):
         keep.append(a & (rank[start : start + v.size] >= n_prune).reshape(v.shape))

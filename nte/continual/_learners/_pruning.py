@@ -48,6 +48,17 @@ class PruneOnlyLearner(OptaxLearner):
         return OptaxState(merge(start, static), state)
 
 
+class MagnitudeLearner(OptaxLearner):
+    """An [`nte.continual.OptaxLearner`][] of [`nte.pruning.magnitude`][] whose seeds run one
+    after another (`lax.map`): its pruning step is a `lax.cond` taken every `frequency` steps,
+    which under `vmap` over seeds would become a select that ranks every weight at every step
+    (measured: 2 steps/s instead of ~100 for 3 seeds of a 203k-weight MLP)."""
+
+    @property
+    def vmap_seeds(self) -> bool:  # type: ignore[override]
+        return False
+
+
 def weight_layers(model: Any) -> int:
     """The number of `eqx.nn.Linear` and `eqx.nn.Conv` layers of `model`."""
     kinds = (eqx.nn.Linear, eqx.nn.Conv)
@@ -122,4 +133,4 @@ class MagnitudeConfig(LearnerConfig):
             frequency=self.frequency,
             scope=self.scope,
         )
-        return OptaxLearner(opt)
+        return MagnitudeLearner(opt)
