@@ -52,7 +52,7 @@ class MagnitudeLearner(OptaxLearner):
     """An [`nte.continual.OptaxLearner`][] of [`nte.pruning.magnitude`][] whose seeds run one
     after another (`lax.map`): its pruning step is a `lax.cond` taken every `frequency` steps,
     which under `vmap` over seeds would become a select that ranks every weight at every step
-    (measured: 2 steps/s instead of ~100 for 3 seeds of a 203k-weight MLP)."""
+    (measured: 2.1 instead of 51.5 steps/s for 3 seeds of a 203k-weight MLP)."""
 
     @property
     def vmap_seeds(self) -> bool:  # type: ignore[override]
