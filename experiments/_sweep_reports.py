@@ -100,7 +100,7 @@ def beta_eta(args, runs, got) -> tuple[list[str], Path]:
             lines.append(f"| {b} | " + " | ".join(row) + " |")
         lines.append("")
     plt = _plots._plt()
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"wspace": 0.5})
     for ax, (key, title) in zip(axes, panels):
         g = _grid(got, key)
         im = ax.imshow(g, cmap="viridis", vmin=0 if key != "diff" else None, aspect="auto")
