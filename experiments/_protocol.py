@@ -35,22 +35,37 @@ def config(learner: str, args: argparse.Namespace, *, width: int, seeds: int, ou
         dataset=args.dataset, tasks=args.tasks, permute_first=True, width=width, depth=2,
         epochs=args.epochs, batch_size=args.batch_size, seeds=seeds, progress=args.progress,
         checkpoint_every=args.checkpoint_every, out=str(out),
-        stop_after_steps=getattr(args, "stop_after_steps", None),
+        stop_after_steps=args.stop_after_steps,
     )  # fmt: skip
     return continual.Config(learner=learner, **{**settings, **REFERENCE[learner], **changes})
+
+
+def headline(R: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed: the first task's accuracy after all tasks (the paper's headline) and right
+    after training it (its peak). `R` is `[seeds, tasks, tasks]`."""
+    R = np.asarray(R, np.float64)
+    return R[:, -1, 0], R[:, 0, 0]
 
 
 def first_task(metrics: dict) -> dict[str, Any]:
     """Per seed, from a finished run's `metrics.json`: the first task's accuracy after all
     tasks (`first`), right after training it (`peak`), ACC, BWT, and ms per step."""
-    R = np.asarray(metrics["R"]["per_seed"], np.float64)  # [seeds, tasks, tasks]
+    first, peak = headline(metrics["R"]["per_seed"])
     return {
-        "first": R[:, -1, 0],
-        "peak": R[:, 0, 0],
+        "first": first,
+        "peak": peak,
         "ACC": np.asarray(metrics["ACC"]["per_seed"], np.float64),
         "BWT": np.asarray(metrics["BWT"]["per_seed"], np.float64),
         "ms_per_step": 1e3 / max(metrics["steps_per_second"], 1e-12),
     }
+
+
+def finished(runs: dict) -> dict[str, dict]:
+    """`{name: metrics.json}` of the finished runs among `runs` (`{name: Config}`)."""
+    from .claims import _load
+
+    loaded = {name: _load(config) for name, config in runs.items()}
+    return {name: m for name, m in loaded.items() if m is not None}
 
 
 def cell(v: np.ndarray) -> str:

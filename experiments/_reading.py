@@ -7,14 +7,9 @@ import textwrap
 
 import numpy as np
 
+from ._protocol import headline
+
 NAMES = {"nte": "NTE", "sgd": "SGD", "adam": "Adam"}
-
-
-def first_task(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per seed: the first task's accuracy after all tasks (the paper's headline) and right
-    after training it (its peak). `R` is `(seeds, tasks, tasks)`."""
-    R = np.asarray(R, np.float64)
-    return R[:, -1, 0], R[:, 0, 0]
 
 
 def _compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
@@ -64,7 +59,7 @@ def reading(results: dict[str, dict], width: int) -> str:
     done = {n: r for n, r in results.items() if r.get("finished")}
     if not done:
         return ""
-    first = {n: first_task(r["R"])[0] for n, r in done.items()}
+    first = {n: headline(r["R"])[0] for n, r in done.items()}
     tasks = np.asarray(next(iter(done.values()))["R"]).shape[1]
     figures = ", ".join(
         f"{_name(n)} {f.mean():.3f} ± {f.std():.3f}" for n, f in first.items()

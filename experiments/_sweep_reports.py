@@ -31,23 +31,22 @@ def _setting(args: argparse.Namespace, seeds: int) -> str:
 
 
 def momentum(args, runs, got) -> tuple[list[str], Path]:
-    from .paper_sweeps import MOMENTA
+    from .paper_sweeps import MOMENTA, momentum_run
 
     lines = ["| momentum | buffer at task ends " + COLUMNS + " paper: first task after 5 |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for m in MOMENTA:
         for reset in (False, True) if m > 0 else (False,):
-            name = f"sgd-m{m}" + ("-reset" if reset else "")
+            name = momentum_run(m, reset)
             paper = PAPER_MOMENTUM.get(m, "—") if not reset else "—"
             lines.append(
                 f"| {m} | {'zeroed' if reset else 'kept'} | {_cells(got.get(name))} {paper} |"
             )
     plt = _plots._plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (suffix, label) in enumerate((("", "buffer kept"), ("-reset", "buffer zeroed"))):
-        name = lambda m, suffix=suffix: f"sgd-m{m}{suffix if m > 0 else ''}"  # noqa: E731
-        ms = [m for m in MOMENTA if not got.get(name(m), {"diverged": True}).get("diverged")]
-        r = [got[name(m)] for m in ms]
+    for i, (reset, label) in enumerate(((False, "buffer kept"), (True, "buffer zeroed"))):
+        ms = [m for m in MOMENTA if "first" in got.get(momentum_run(m, reset), {})]
+        r = [got[momentum_run(m, reset)] for m in ms]
         x = [MOMENTA.index(m) for m in ms]
         first = [v["first"] for v in r]
         ax.errorbar(x, [f.mean() for f in first], yerr=[f.std() for f in first], marker="o",
@@ -74,12 +73,12 @@ def _selection(r: dict) -> str:
 
 
 def _grid(got: dict, key: str) -> np.ndarray:
-    from .paper_sweeps import BETAS, ETAS
+    from .paper_sweeps import BETAS, ETAS, beta_eta_run
 
     out = np.full((len(BETAS), len(ETAS)), np.nan)
     for i, b in enumerate(BETAS):
         for j, e in enumerate(ETAS):
-            r = got.get(f"nte-b{b}-e{e}")
+            r = got.get(beta_eta_run(b, e))
             if r is not None and not r.get("diverged"):
                 out[i, j] = (r["peak"] - r["first"]).mean() if key == "diff" else r[key].mean()
     return out
@@ -120,14 +119,14 @@ def beta_eta(args, runs, got) -> tuple[list[str], Path]:
 
 
 def fair_lr(args, runs, got, finals) -> tuple[list[str], None]:
-    from .paper_sweeps import GRIDS, chosen
+    from .paper_sweeps import GRIDS, chosen, select_run
 
     best = chosen(args, got)
     lines = ["Selection (task 1 alone, accuracy on the validation split, one seed):", "",
              "| learner | value | validation accuracy after task 1 |", "|---|---|---|"]  # fmt: skip
     for learner, (key, values) in GRIDS.items():
         for v in values:
-            r = got.get(f"select-{learner}-{key}{v}")
+            r = got.get(select_run(learner, v))
             acc = "not run" if r is None else _selection(r)
             mark = " (chosen)" if best.get(learner) == v else ""
             lines.append(f"| {learner} | {key} = {v}{mark} | {acc} |")

@@ -44,7 +44,7 @@ from nte.continual import _cli
 from nte.continual._checkpoint import CheckpointError, differences
 from nte.continual._guard import hold
 
-from . import _plots, _reading, _scale
+from . import _plots, _protocol, _reading, _scale
 
 PROG = "python -m experiments.continual"
 # The main job: the authors' protocol (batch 128, 2 epochs per task, their hyperparameters) on
@@ -198,7 +198,7 @@ def _row(name: str, s: dict, R: np.ndarray | None) -> str:
         return f"{name:<12} error (see above)"
     stats = " ".join(f"{_fmt(s[k]):>15}" for k in STATS)
     if R is not None and np.asarray(R).size:
-        first = _reading.first_task(R)
+        first = _protocol.headline(R)
         stats += " " + " ".join(f"{_fmt({'mean': f.mean(), 'std': f.std()}):>15}" for f in first)
     row = f"{name:<12} {stats} {s['steps_per_second']:>8.0f} {s['wall_time_s']:>6.1f}s"
     return row + ("  DIVERGED" if s.get("status") == "diverged" else "")

@@ -27,13 +27,14 @@ from . import _protocol
 LEARNERS = ("nte", "sgd")
 
 
-def probe(config, n: int):
-    """The first `n` training examples of task 1 as the task sees them (inputs, labels)."""
+def probe(config, n: int, dataset=None):
+    """The first `n` training examples of task 1 as the task sees them (inputs, labels);
+    `dataset` as for `nte.continual.load_tasks`."""
     import jax.numpy as jnp
 
     from nte import continual
 
-    tasks = continual.load_tasks(config)
+    tasks = continual.load_tasks(config, dataset)
     x = tasks.x_train[:n][:, tasks.permutations[0]]
     return jnp.asarray(x), jnp.asarray(tasks.label_map[0][tasks.y_train[:n]])
 
@@ -46,7 +47,9 @@ def alignment_observer(config, n: int, chunk: int = 32):
     import nte
     from nte import continual
 
-    x, y = probe(config, n)
+    d = config.data
+    dataset = nte.data.load(d.dataset, source=d.source, data_dir=d.data_dir)  # read once
+    x, y = probe(config, n, dataset)
     starts: dict[int, object] = {}  # rebuilt on demand: a resumed run gets the same models
 
     def loss(model, xi, yi):
@@ -59,7 +62,7 @@ def alignment_observer(config, n: int, chunk: int = 32):
     def observer(model, state, event):
         del state
         if event.seed not in starts:
-            starts[event.seed] = continual.initial_model(config, event.seed)
+            starts[event.seed] = continual.initial_model(config, event.seed, dataset=dataset)
         return {"alignment": float(align(model, starts[event.seed]))}
 
     return observer
@@ -80,13 +83,8 @@ def plan(args: argparse.Namespace) -> dict:
 def curves(runs: dict) -> dict[str, dict]:
     """Per finished run: `steps`, `alignment` `[events, seeds]` (step and task-end records, one
     per step) and `ends`, the alignment at each task end `[tasks, seeds]`."""
-    from .claims import _load
-
     out = {}
-    for name, config in runs.items():
-        m = _load(config)
-        if m is None:
-            continue
+    for name, m in _protocol.finished(runs).items():
         recs = sorted((r for r in m["observations"] if "alignment" in r), key=lambda r: r["step"])
         by_step = {r["step"]: r["alignment"] for r in recs}
         ends = [r for r in recs if r["kind"] == "task_end"]
@@ -119,8 +117,8 @@ def report(args: argparse.Namespace, runs: dict, command: str) -> str:
             steps, mean = [0, *c["steps"]], [1.0, *c["alignment"].mean(1)]  # 1 at the start
             ax.plot(steps, mean, ls="-" if k == "nte" else "--", color=f"C{i}",
                     label=f"{k}, width {w}")  # fmt: skip
-            ends = c["task_end_steps"]
-    for step in ends[:-1] if got else []:
+    ends = next(iter(got.values()))["task_end_steps"] if got else []  # the same for every run
+    for step in ends[:-1]:
         ax.axvline(step, color="0.7", lw=0.8, ls=":")  # task boundaries
     ax.set_xlabel("training steps (all tasks; dotted: task boundaries)")
     ax.set_ylabel("gradient alignment with initialization")

@@ -39,12 +39,26 @@ SEEDS = {"fair-lr": 3, "momentum": 1, "beta-eta": 1}
 SWEEPS = ("momentum", "beta-eta", "fair-lr")
 
 
+def momentum_run(m: float, reset: bool = False) -> str:
+    """The run name of SGD with momentum `m` (momentum 0 has no buffer to reset)."""
+    return f"sgd-m{m}" + ("-reset" if reset and m > 0 else "")
+
+
+def beta_eta_run(beta: float, eta: float) -> str:
+    return f"nte-b{beta}-e{eta}"
+
+
+def select_run(learner: str, value: float) -> str:
+    """The run name of a fair-lr selection run of `learner` at its grid `value`."""
+    return f"select-{learner}-{GRIDS[learner][0]}{value}"
+
+
 def plan_momentum(args: argparse.Namespace) -> dict:
     """`sgd-m<momentum>` (buffer kept) and `sgd-m<momentum>-reset` (zeroed at task ends)."""
     runs = {}
     for m in MOMENTA:
         for reset in (False, True) if m > 0 else (False,):
-            name = f"sgd-m{m}" + ("-reset" if reset else "")
+            name = momentum_run(m, reset)
             runs[name] = _protocol.config(
                 "sgd", args, width=args.width, seeds=args.seeds, out=args.out / name,
                 momentum=m, reset_momentum=reset,
@@ -57,7 +71,7 @@ def plan_beta_eta(args: argparse.Namespace) -> dict:
     runs = {}
     for b in BETAS:
         for e in ETAS:
-            name = f"nte-b{b}-e{e}"
+            name = beta_eta_run(b, e)
             runs[name] = _protocol.config(
                 "nte", args, width=args.width, seeds=args.seeds, out=args.out / name, beta=b, eta=e
             )
@@ -69,7 +83,7 @@ def plan_select(args: argparse.Namespace) -> dict:
     runs = {}
     for learner, (key, values) in GRIDS.items():
         for v in values:
-            name = f"select-{learner}-{key}{v}"
+            name = select_run(learner, v)
             runs[name] = _protocol.config(
                 learner, args, width=args.width, seeds=1, out=args.out / name, tasks=1,
                 validation=args.validation, **{key: v},
@@ -83,7 +97,7 @@ def chosen(args: argparse.Namespace, finished: dict) -> dict[str, float]:
     accuracy is the worst; none is chosen when all diverged)."""
     best = {}
     for learner, (key, values) in GRIDS.items():
-        acc = [finished.get(f"select-{learner}-{key}{v}") for v in values]
+        acc = [finished.get(select_run(learner, v)) for v in values]
         if all(a is not None for a in acc):
             scores = [-np.inf if a.get("diverged") else a["peak"][0] for a in acc]
             scores = [-np.inf if np.isnan(x) else x for x in scores]
@@ -119,16 +133,10 @@ def finished_runs(runs: dict) -> dict:
     `{"diverged": True}` (a selection counts it as the worst value, reports say so)."""
     from nte._internal._io import read_json
 
-    from .claims import _load
-
-    out = {}
+    out = {name: _protocol.first_task(m) for name, m in _protocol.finished(runs).items()}
     for name, config in runs.items():
-        m = _load(config)
-        if m is not None:
-            out[name] = _protocol.first_task(m)
-            continue
         path = Path(config.training.out) / "metrics.json"
-        if path.exists() and read_json(path).get("status") == "diverged":
+        if name not in out and path.exists() and read_json(path).get("status") == "diverged":
             out[name] = {"diverged": True}
     return out
 

@@ -54,15 +54,11 @@ def plan(args: argparse.Namespace) -> dict:
 
 def rows(runs: dict) -> dict[str, dict]:
     """Per finished run: the first-task metrics and the sparsity per task end `[tasks, seeds]`."""
-    from .claims import _load
-
     out = {}
-    for name, config in runs.items():
-        m = _load(config)
-        if m is not None:
-            ends = [r for r in m["observations"] if r["kind"] == "task_end" and "sparsity" in r]
-            sparsity = np.asarray([r["sparsity"] for r in ends], np.float64)
-            out[name] = {**_protocol.first_task(m), "sparsity": sparsity}
+    for name, m in _protocol.finished(runs).items():
+        ends = [r for r in m["observations"] if r["kind"] == "task_end" and "sparsity" in r]
+        sparsity = np.asarray([r["sparsity"] for r in ends], np.float64)
+        out[name] = {**_protocol.first_task(m), "sparsity": sparsity}
     return out
 
 

@@ -61,14 +61,10 @@ def _features(runs: dict) -> int:
 
 def rows(runs: dict) -> dict[tuple[str, int], dict[str, np.ndarray]]:
     """Per (learner, width): first-task accuracy after all tasks, peak, ACC, BWT per seed."""
-    from .claims import _load
-
-    out = {}
-    for config in runs.values():
-        m = _load(config)  # the finished run's metrics.json, or None
-        if m is not None:
-            out[(config.learner.name, config.model.width)] = _protocol.first_task(m)
-    return out
+    return {
+        (runs[name].learner.name, runs[name].model.width): _protocol.first_task(m)
+        for name, m in _protocol.finished(runs).items()
+    }
 
 
 def verdict(nte: np.ndarray, sgd: np.ndarray) -> str:
