@@ -1,5 +1,6 @@
 """The report sections and figures of `experiments.paper_sweeps` (one section per sweep in
-`docs/results.md`, between `<!-- paper_sweeps_<sweep>:begin -->` and its end marker)."""
+`docs/results.md` per width, between `<!-- paper_sweeps_<sweep>_w<width>:begin -->` and its end
+marker)."""
 
 import argparse
 from pathlib import Path
@@ -162,5 +163,5 @@ def write(args: argparse.Namespace, command: str, runs: dict, got: dict, finals:
             f"{_setting(args, args.seeds)}; values are mean ± std over seeds (one seed: the "
             "value). Produced by:", "", f"```bash\n{command}\n```", ""]  # fmt: skip
     tail = [] if figure is None else ["", f"![{args.sweep}](results/{figure.name})"]
-    key = "paper_sweeps_" + args.sweep.replace("-", "_")
+    key = f"paper_sweeps_{args.sweep.replace('-', '_')}_w{args.width}"
     update_section(args.report, key, "\n".join(head + lines + tail) + "\n")

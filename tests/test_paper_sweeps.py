@@ -82,7 +82,8 @@ def test_reports_show_finished_runs_and_mark_the_missing(tmp_path, sweep):
     got = {first: _metrics([0.5, 0.7], [0.9, 0.9])}
     _sweep_reports.write(args, "CMD", runs, got, {})
     text = (tmp_path / "r.md").read_text()
-    assert f"<!-- paper_sweeps_{sweep.replace('-', '_')}:begin -->" in text and "CMD" in text
+    key = f"paper_sweeps_{sweep.replace('-', '_')}_w{args.width}"
+    assert f"<!-- {key}:begin -->" in text and "CMD" in text
     assert "not run" in text
     if sweep == "fair-lr":
         assert "0.900" in text  # the selection accuracy is the peak (task 1 on validation)
@@ -128,3 +129,16 @@ def test_width_lists_must_be_positive_integers(text):
     with pytest.raises(argparse.ArgumentTypeError, match="integers >= 1"):
         _protocol.int_list(text)
     assert _protocol.int_list("10, 3000") == [10, 3000]
+
+
+def test_each_width_keeps_its_own_section(tmp_path):
+    from experiments import _sweep_reports
+
+    for width in (300, 1000):
+        args = _args(tmp_path, "beta-eta", "--width", str(width))
+        runs = paper_sweeps.plan_beta_eta(args)
+        _sweep_reports.write(args, f"CMD-{width}", runs, {}, {})
+    text = (tmp_path / "r.md").read_text()
+    for width in (300, 1000):
+        assert text.count(f"<!-- paper_sweeps_beta_eta_w{width}:begin -->") == 1
+        assert f"CMD-{width}" in text
