@@ -82,3 +82,21 @@ def test_descriptions_keep_their_paragraphs(helps):
     text = helps["experiments.continual"][1]
     assert "\n    python -m experiments.continual  " in text  # the indented example lines
     assert "\n\n`--devices N`" in text
+
+
+def test_scaling_rejects_a_malloc_that_is_not_a_file(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmarks.scaling",
+         "--malloc", str(tmp_path / "x.so")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--malloc" in proc.stderr and "not a file" in proc.stderr
+    assert "learner" not in proc.stdout  # rejected before any configuration is timed
+
+
+def test_scaling_speedup_line():
+    from experiments.benchmarks.scaling import _speedup
+
+    line = _speedup({"step_ms": 30.0}, {"step_ms": 20.0, "malloc": "libtc.so"})
+    assert "libtc.so: 1.50x" in line
+    assert "failed" in _speedup({"error": "boom"}, {"step_ms": 1.0, "malloc": "m"})

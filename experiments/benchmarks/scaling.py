@@ -22,7 +22,10 @@ subprocess (forced CPU devices must be set before JAX starts). Reported per conf
 Forced CPU devices share the host's cores, so on CPU the steps/s column measures overhead, not
 speed-up; the memory columns are what scale. `--gpu` times SGD and NTE at widths 1000 and 10000
 on the real accelerator(s) (all local devices on `data`) and searches the largest width whose NTE
-step fits in device memory (doubling, then bisection).
+step fits in device memory (doubling, then bisection). `--malloc LIB` times every CPU
+configuration twice, with the default malloc and with `LD_PRELOAD=LIB`, side by side: for wide
+models a caching allocator such as tcmalloc avoids re-faulting the pages of every large temporary
+at each step (see docs/scale.md, "Wide models on CPU").
 """
 
 import argparse
@@ -112,8 +115,10 @@ def measure(learner: str, width: int, batch: int, devices: int | None, steps: in
     }
 
 
-def _subprocess(args: list[str], devices: int | None, timeout: float) -> dict:
+def _subprocess(args: list[str], devices: int | None, timeout: float, preload: str = "") -> dict:
     env = dict(os.environ)
+    if preload:  # another malloc (e.g. tcmalloc) for the whole subprocess
+        env["LD_PRELOAD"] = preload
     if devices is not None:  # forced CPU devices
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
         env["JAX_PLATFORMS"] = "cpu"
@@ -134,13 +139,23 @@ def _row(r: dict) -> str:
     return (
         f"{r['learner']:<6} {r['platform']:<5} {r['devices']:>3} {r['width']:>6} {r['batch']:>6} "
         f"{r['batch_per_device']:>7} {r['step_ms']:>9.2f} {r['steps_per_s']:>8.1f} "
-        f"{r['xla_mib_per_device']:>11.1f} {r['temp_mib_per_device']:>12.1f} {peak:>12}"
+        f"{r['xla_mib_per_device']:>11.1f} {r['temp_mib_per_device']:>12.1f} {peak:>12} "
+        f"{r.get('malloc', 'default')}"
     )
+
+
+def _speedup(default: dict, other: dict) -> str:
+    """The line comparing a configuration's default-malloc row with its `--malloc` row."""
+    if "error" in default or "error" in other:
+        return "       (no speed-up: a run failed)"
+    ratio = default["step_ms"] / other["step_ms"]
+    return f"       {other['malloc']}: {ratio:.2f}x the default malloc's steps/s"
 
 
 HEADER = (
     f"{'learner':<6} {'plat':<5} {'dev':>3} {'width':>6} {'batch':>6} {'b/dev':>7} "
-    f"{'step ms':>9} {'steps/s':>8} {'XLA MiB/dev':>11} {'temp MiB/dev':>12} {'peak MiB/dev':>12}"
+    f"{'step ms':>9} {'steps/s':>8} {'XLA MiB/dev':>11} {'temp MiB/dev':>12} {'peak MiB/dev':>12} "
+    "malloc"
 )
 
 
@@ -181,6 +196,9 @@ def main() -> None:
     p.add_argument("--start-width", type=int, default=10000, help="--gpu: search start")
     p.add_argument("--max-width", type=int, default=200000, help="--gpu: search limit")
     p.add_argument("--resolution", type=int, default=1000, help="--gpu: search resolution")
+    p.add_argument("--malloc", default=None, metavar="LIB",
+                   help="also time every configuration with LD_PRELOAD=LIB (e.g. tcmalloc's "
+                   "libtcmalloc_minimal.so.4) and print the speed-up")  # fmt: skip
     p.add_argument("--json", default=None, help="also write the rows to this file")
     p.add_argument("--one", nargs=6, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -191,6 +209,10 @@ def main() -> None:
         print(json.dumps(row))
         return
     learners = args.learners.split(",")
+    if args.malloc and not os.path.isfile(args.malloc):
+        p.error(
+            f"--malloc: expected the path of a shared library, got {args.malloc!r} (not a file)"
+        )
     rows = []
     print(HEADER)
     if args.gpu:
@@ -207,9 +229,13 @@ def main() -> None:
         for learner in learners:
             for n in map(int, args.devices.split(",")):
                 one = [learner, str(args.width), str(args.batch), str(n), str(args.steps)]
-                rows.append(_subprocess([*one, str(args.repeats)], n, args.timeout))
-                rows[-1].setdefault("learner", learner)
-                print(_row(rows[-1]), flush=True)
+                for preload in ["", args.malloc] if args.malloc else [""]:
+                    rows.append(_subprocess([*one, str(args.repeats)], n, args.timeout, preload))
+                    rows[-1].setdefault("learner", learner)
+                    rows[-1]["malloc"] = os.path.basename(preload) or "default"
+                    print(_row(rows[-1]), flush=True)
+                if args.malloc:
+                    print(_speedup(rows[-2], rows[-1]), flush=True)
     if args.json:
         from nte._internal._io import atomic_write_json
 
