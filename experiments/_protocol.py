@@ -68,6 +68,18 @@ def finished(runs: dict) -> dict[str, dict]:
     return {name: m for name, m in loaded.items() if m is not None}
 
 
+ONE_SEED_MARGIN = 0.01
+"""The gap two one-seed results must exceed to count as a difference (no spread to judge by)."""
+
+
+def seed_spread(a: np.ndarray, b: np.ndarray) -> float | None:
+    """The yardstick for "a differs from b beyond the seed spread": std(a) + std(b) over seeds
+    (the ±1 std bands do not overlap), or `None` when either side has one seed."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return float(np.std(a) + np.std(b))
+
+
 def cell(v: np.ndarray) -> str:
     """`mean ± std` over seeds (one seed: the value)."""
     return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v[0]:.3f}"

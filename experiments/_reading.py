@@ -7,16 +7,16 @@ import textwrap
 
 import numpy as np
 
-from ._protocol import headline
+from ._protocol import headline, seed_spread
 
 NAMES = {"nte": "NTE", "sgd": "SGD", "adam": "Adam"}
 
 
 def _compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
-    """`mean(a) − mean(b)`, the seed spread `std(a) + std(b)` and the verdict word."""
-    diff, spread = float(a.mean() - b.mean()), float(a.std() + b.std())
-    if len(a) < 2 or len(b) < 2:
-        return diff, spread, "one seed, no spread to judge by"
+    """`mean(a) − mean(b)`, the seed spread (`_protocol.seed_spread`) and the verdict."""
+    diff, spread = float(a.mean() - b.mean()), seed_spread(a, b)
+    if spread is None:
+        return diff, float("nan"), "one seed, no spread to judge by"
     if abs(diff) <= spread:
         return diff, spread, "no difference beyond the seed spread"
     return diff, spread, "beyond the seed spread"
@@ -24,6 +24,10 @@ def _compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
 
 def _name(learner: str) -> str:
     return NAMES.get(learner, learner)
+
+
+def _spread(spread: float) -> str:
+    return "" if np.isnan(spread) else f", spread {spread:.3f}"
 
 
 def _nte_vs_sgd(first: dict, width: int) -> str:
@@ -36,7 +40,7 @@ def _nte_vs_sgd(first: dict, width: int) -> str:
         how = "NTE and SGD retain it equally well"
     shown = "is shown" if diff > 0 and verdict == "beyond the seed spread" else "is not shown"
     return (
-        f"NTE − SGD on the first task: {diff:+.3f} ({verdict}, spread {spread:.3f}): {how}. "
+        f"NTE − SGD on the first task: {diff:+.3f} ({verdict}{_spread(spread)}): {how}. "
         f"The paper's claim that the NTE forgets less than SGD {shown} by this run (width "
         f"{width}; the authors see NTE ahead only from about 1e7 "
         "parameters, and our Fashion-MNIST width sweep in docs/results.md finds no crossover "
@@ -46,7 +50,7 @@ def _nte_vs_sgd(first: dict, width: int) -> str:
 
 def _adam(bwt: dict) -> str:
     others = [k for k in bwt if k != "adam"]
-    spread = lambda k: bwt["adam"].std() + bwt[k].std()  # noqa: E731 - as in `_compare`
+    spread = lambda k: seed_spread(bwt["adam"], bwt[k]) or 0.0  # noqa: E731 - one seed: 0
     worst = [k for k in others if bwt["adam"].mean() < bwt[k].mean() - spread(k)]
     figures = ", ".join(f"{_name(k)} {bwt[k].mean():+.3f}" for k in bwt)
     holds = "holds" if others and len(worst) == len(others) else "does not hold"

@@ -68,11 +68,11 @@ def rows(runs: dict) -> dict[tuple[str, int], dict[str, np.ndarray]]:
 
 
 def verdict(nte: np.ndarray, sgd: np.ndarray) -> str:
-    """'NTE > SGD' / 'NTE < SGD' when the gap of the means exceeds both standard deviations
-    (and, with one seed, 0.01), else 'tie'."""
+    """'NTE > SGD' / 'NTE < SGD' when the gap of the means exceeds the seed spread
+    (`_protocol.seed_spread`: the sum of the two stds; with one seed, 0.01), else 'tie'."""
     gap = nte.mean() - sgd.mean()
-    spread = max(nte.std(), sgd.std(), 0.01 if min(len(nte), len(sgd)) == 1 else 0.0)
-    if abs(gap) <= spread:
+    spread = _protocol.seed_spread(nte, sgd)
+    if abs(gap) <= (_protocol.ONE_SEED_MARGIN if spread is None else spread):
         return "tie"
     return "NTE > SGD" if gap > 0 else "NTE < SGD"
 
@@ -177,7 +177,8 @@ def report(args: argparse.Namespace, runs: dict, command: str) -> str:
         "",
         *_table(runs, got, args.widths, args.learners),
         "",
-        "Verdict per width (NTE > SGD when the gap exceeds both seed spreads; one seed: 0.01):",
+        "Verdict per width (NTE > SGD when the gap exceeds the sum of the two seed stds; one "
+        f"seed: {_protocol.ONE_SEED_MARGIN}):",
         "",
         *_verdicts(got, args.widths),
         "",

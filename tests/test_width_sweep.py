@@ -40,6 +40,16 @@ def test_verdict_needs_a_gap_beyond_the_seed_spread():
     assert v(np.array([0.70, 0.80, 0.90]), np.array([0.75, 0.76, 0.77])) == "tie"  # std 0.08
     assert v(np.array([0.5]), np.array([0.505])) == "tie"  # one seed: 0.01
     assert v(np.array([0.5]), np.array([0.6])) == "NTE < SGD"
+    # gap 0.025 exceeds each std (0.016) but not their sum (0.033): the one rule says tie
+    assert v(np.array([0.80, 0.82, 0.84]), np.array([0.775, 0.795, 0.815])) == "tie"
+
+
+def test_one_seed_spread_rule_for_every_script():
+    from experiments import _protocol
+
+    a, b = np.array([0.80, 0.82, 0.84]), np.array([0.70, 0.70, 0.70])
+    assert _protocol.seed_spread(a, b) == pytest.approx(np.std(a))
+    assert _protocol.seed_spread(a, np.array([0.7])) is None
 
 
 def test_permute_first_permutes_task_one():
