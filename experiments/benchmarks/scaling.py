@@ -140,8 +140,14 @@ def _row(r: dict) -> str:
         f"{r['learner']:<6} {r['platform']:<5} {r['devices']:>3} {r['width']:>6} {r['batch']:>6} "
         f"{r['batch_per_device']:>7} {r['step_ms']:>9.2f} {r['steps_per_s']:>8.1f} "
         f"{r['xla_mib_per_device']:>11.1f} {r['temp_mib_per_device']:>12.1f} {peak:>12} "
-        f"{r.get('malloc', 'default')}"
+        f"{r.get('malloc', _malloc_name(''))}"
     )
+
+
+def _malloc_name(preload: str) -> str:
+    """The malloc a subprocess runs with: `preload`, else one already in `LD_PRELOAD`."""
+    preload = preload or os.environ.get("LD_PRELOAD", "")
+    return os.path.basename(preload) if preload else "default"
 
 
 def _speedup(default: dict, other: dict) -> str:
@@ -232,7 +238,7 @@ def main() -> None:
                 for preload in ["", args.malloc] if args.malloc else [""]:
                     rows.append(_subprocess([*one, str(args.repeats)], n, args.timeout, preload))
                     rows[-1].setdefault("learner", learner)
-                    rows[-1]["malloc"] = os.path.basename(preload) or "default"
+                    rows[-1]["malloc"] = _malloc_name(preload)
                     print(_row(rows[-1]), flush=True)
                 if args.malloc:
                     print(_speedup(rows[-2], rows[-1]), flush=True)
