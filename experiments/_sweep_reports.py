@@ -159,7 +159,8 @@ def write(args: argparse.Namespace, command: str, runs: dict, got: dict, finals:
         lines, figure = beta_eta(args, runs, got)
     else:
         lines, figure = fair_lr(args, runs, got, finals)
-    head = [f"## {TITLES[args.sweep]} (`python -m experiments.paper_sweeps {args.sweep}`)", "",
+    title = f"{TITLES[args.sweep]}, width {args.width}"
+    head = [f"## {title} (`python -m experiments.paper_sweeps {args.sweep}`)", "",
             f"{_setting(args, args.seeds)}; values are mean ± std over seeds (one seed: the "
             "value). Produced by:", "", f"```bash\n{command}\n```", ""]  # fmt: skip
     tail = [] if figure is None else ["", f"![{args.sweep}](results/{figure.name})"]

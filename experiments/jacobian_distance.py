@@ -11,8 +11,10 @@ measured between the end of training and the initialization on 256 test images o
 task. Writes `results.json` (per-seed values and timings; a rerun skips the (width, seed)
 cells already there) and `jacobian_distance.png` (log-log, with the fitted slope) to `--out`,
 atomically. The lazy-regime prediction is a slope of about -1/2 against width. Width 3000
-took 7-12 minutes per seed on 2 shared CPU cores (training 264-500 s, the distance on 256
-images 165-221 s), hence the smaller default (about 9 minutes for all of it).
+took 7-12 minutes per seed on 2 shared CPU cores with the default malloc (training 264-500 s,
+the distance on 256 images 165-221 s) and about 3 minutes with tcmalloc preloaded (training
+109-112 s, distance 63-66 s; see docs/scale.md), hence the smaller default (about 9 minutes
+for all of it).
 """
 
 import argparse
