@@ -105,8 +105,9 @@ def beta_eta(args, runs, got) -> tuple[list[str], Path]:
         g = _grid(got, key)
         im = ax.imshow(g, cmap="viridis", vmin=0 if key != "diff" else None, aspect="auto")
         for (i, j), v in np.ndenumerate(g):
+            light = not np.isnan(v) and im.norm(v) > 0.6  # viridis is light at the top
             ax.text(j, i, "—" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                    color="w", fontsize=8)  # fmt: skip
+                    color="k" if light else "w", fontsize=8)  # fmt: skip
         ax.set_xticks(range(len(ETAS)), [str(e) for e in ETAS])
         ax.set_yticks(range(len(BETAS)), [str(b) for b in BETAS])
         ax.set_xlabel("η")
