@@ -11,8 +11,10 @@ permuted too, 5 tasks, 2 epochs per task, batch 128, a depth-2 ReLU MLP; NTE wit
 η = 1, max_delta = 0.1 (origin expansion, renormalized); SGD lr 0.01 without momentum; Adam lr
 1e-3 with betas (0.9, 0.99). The headline metric is the accuracy on the first task after all
 tasks; "peak" is its accuracy right after training on it (R[0, 0]). Every run is checkpointed
-under `--out`: rerunning the command resumes it and skips finished runs; `--report-only`
-rewrites the report from the runs finished so far.
+under `--out`: rerunning the command resumes it and skips finished runs; asking for more
+seeds than a run on disk has adds a run of the missing seeds only (e.g. `--many-seeds-up-to
+3000` after a one-seed width 3000); `--report-only` rewrites the report from the runs finished
+so far.
 """
 
 import argparse
@@ -43,15 +45,34 @@ def parameters(width: int, depth: int = 2, features: int = 784, classes: int = 1
     return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
+def _seeds_on_disk(out: Path) -> int | None:
+    """The seed count of the run already in `out` (started or finished), or `None`."""
+    from nte._internal._io import read_json
+
+    path = out / "config.json"
+    return int(read_json(path)["training"]["seeds"]) if path.exists() else None
+
+
 def plan(args: argparse.Namespace) -> dict[str, "object"]:
-    """Every run of the sweep, by name (`<learner>-w<width>`)."""
+    """Every run of the sweep, by name (`<learner>-w<width>`).
+
+    A run already on disk with fewer seeds than asked is kept as it is and topped up by a run
+    `<learner>-w<width>-s<k>` of the missing seeds k, k + 1, … (the same seeds a single run
+    would train), so that adding seeds never retrains the ones done; `rows` merges them."""
     runs = {}
     for w in args.widths:
         for name in args.learners:
             seeds = args.seeds if w <= args.many_seeds_up_to else 1
-            runs[f"{name}-w{w}"] = _protocol.config(
-                name, args, width=w, seeds=seeds, out=args.out / f"{name}-w{w}"
-            )
+            out = args.out / f"{name}-w{w}"
+            have = _seeds_on_disk(out)
+            if have is not None and have < seeds:
+                runs[f"{name}-w{w}"] = _protocol.config(name, args, width=w, seeds=have, out=out)
+                top = f"{name}-w{w}-s{have}"
+                runs[top] = _protocol.config(
+                    name, args, width=w, seeds=seeds - have, seed=have, out=args.out / top
+                )
+                continue
+            runs[f"{name}-w{w}"] = _protocol.config(name, args, width=w, seeds=seeds, out=out)
     return runs
 
 
@@ -60,11 +81,22 @@ def _features(runs: dict) -> int:
 
 
 def rows(runs: dict) -> dict[tuple[str, int], dict[str, np.ndarray]]:
-    """Per (learner, width): first-task accuracy after all tasks, peak, ACC, BWT per seed."""
-    return {
-        (runs[name].learner.name, runs[name].model.width): _protocol.first_task(m)
-        for name, m in _protocol.finished(runs).items()
-    }
+    """Per (learner, width): first-task accuracy after all tasks, peak, ACC, BWT per seed, the
+    finished runs of a cell (a run and its seed top-ups) merged in seed order; `ms_per_step`
+    is the first run's."""
+    got: dict[tuple[str, int], list] = {}
+    for name, m in _protocol.finished(runs).items():
+        c = runs[name]
+        got.setdefault((c.learner.name, c.model.width), []).append((c.training.seed, m))
+    merged = {}
+    for key, parts in got.items():
+        parts = [_protocol.first_task(m) for _, m in sorted(parts, key=lambda p: p[0])]
+        merged[key] = {k: np.concatenate([p[k] for p in parts]) for k in PER_SEED}
+        merged[key]["ms_per_step"] = parts[0]["ms_per_step"]
+    return merged
+
+
+PER_SEED = ("first", "peak", "ACC", "BWT")
 
 
 def verdict(nte: np.ndarray, sgd: np.ndarray) -> str:

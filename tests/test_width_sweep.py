@@ -67,3 +67,48 @@ def test_bad_learner_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as e:
         width_sweep.main(["--learners", "nte,foo", "--report-only"])
     assert e.value.code == 2 and "--learners" in capsys.readouterr().err
+
+
+def _fake_run(path, seeds):
+    from nte._internal._io import atomic_write_json
+
+    atomic_write_json(path / "config.json", {"training": {"seeds": seeds, "seed": 0}})
+
+
+def test_a_run_with_fewer_seeds_is_topped_up_not_retrained(tmp_path):
+    _fake_run(tmp_path / "nte-w3000", 1)
+    args = width_sweep.parser().parse_args(
+        ["--widths", "3000", "--many-seeds-up-to", "3000", "--out", str(tmp_path)]
+    )
+    runs = width_sweep.plan(args)
+    assert list(runs) == ["nte-w3000", "nte-w3000-s1", "sgd-w3000", "adam-w3000"]
+    base, top = runs["nte-w3000"].training, runs["nte-w3000-s1"].training
+    assert (base.seed, base.seeds, top.seed, top.seeds) == (0, 1, 1, 2)
+    assert top.out == str(tmp_path / "nte-w3000-s1")
+    assert runs["nte-w3000-s1"].learner == runs["nte-w3000"].learner
+    assert runs["sgd-w3000"].training.seeds == 3  # nothing on disk: one run of all seeds
+
+
+def test_rows_merge_a_cell_in_seed_order(tmp_path, monkeypatch):
+    from experiments import _protocol
+
+    _fake_run(tmp_path / "nte-w3000", 1)
+    args = width_sweep.parser().parse_args(
+        ["--widths", "3000", "--many-seeds-up-to", "3000", "--learners", "nte",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    runs = width_sweep.plan(args)
+
+    def metrics(first_by_seed, sps):
+        R = [[[0.9, 0, 0], [0.8, 0.9, 0], [f, 0.8, 0.9]] for f in first_by_seed]
+        n = len(first_by_seed)
+        return {"R": {"per_seed": R}, "ACC": {"per_seed": [0.7] * n},
+                "BWT": {"per_seed": [-0.1] * n}, "steps_per_second": sps}  # fmt: skip
+
+    got = {"nte-w3000-s1": metrics([0.62, 0.63], 2.0), "nte-w3000": metrics([0.61], 4.0)}
+    monkeypatch.setattr(_protocol, "finished", lambda r: {k: got[k] for k in r if k in got})
+    r = width_sweep.rows(runs)[("nte", 3000)]
+    np.testing.assert_allclose(r["first"], [0.61, 0.62, 0.63])
+    np.testing.assert_allclose(r["peak"], [0.9, 0.9, 0.9])
+    assert len(r["ACC"]) == len(r["BWT"]) == 3
+    assert r["ms_per_step"] == pytest.approx(250.0)  # the seed-0 run's
