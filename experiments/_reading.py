@@ -12,11 +12,12 @@ from ._protocol import headline, seed_spread
 NAMES = {"nte": "NTE", "sgd": "SGD", "adam": "Adam"}
 
 
-def _compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
-    """`mean(a) − mean(b)`, the seed spread (`_protocol.seed_spread`) and the verdict."""
+def _compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float | None, str]:
+    """`mean(a) − mean(b)`, the seed spread (`_protocol.seed_spread`; `None` with one seed)
+    and the verdict."""
     diff, spread = float(a.mean() - b.mean()), seed_spread(a, b)
     if spread is None:
-        return diff, float("nan"), "one seed, no spread to judge by"
+        return diff, None, "one seed, no spread to judge by"
     if abs(diff) <= spread:
         return diff, spread, "no difference beyond the seed spread"
     return diff, spread, "beyond the seed spread"
@@ -26,8 +27,8 @@ def _name(learner: str) -> str:
     return NAMES.get(learner, learner)
 
 
-def _spread(spread: float) -> str:
-    return "" if np.isnan(spread) else f", spread {spread:.3f}"
+def _spread(spread: float | None) -> str:
+    return "" if spread is None else f", spread {spread:.3f}"
 
 
 def _nte_vs_sgd(first: dict, width: int) -> str:

@@ -48,8 +48,9 @@ def parameters(width: int, depth: int = 2, features: int = 784, classes: int = 1
 def _seeds_on_disk(out: Path) -> int | None:
     """The seed count of the run already in `out` (started or finished), or `None`."""
     from nte._internal._io import read_json
+    from nte.continual._guard import CONFIG_FILE
 
-    path = out / "config.json"
+    path = out / CONFIG_FILE
     return int(read_json(path)["training"]["seeds"]) if path.exists() else None
 
 
@@ -64,20 +65,22 @@ def plan(args: argparse.Namespace) -> dict[str, "object"]:
         for name in args.learners:
             seeds = args.seeds if w <= args.many_seeds_up_to else 1
             out = args.out / f"{name}-w{w}"
-            have = _seeds_on_disk(out)
-            if have is not None and have < seeds:
-                runs[f"{name}-w{w}"] = _protocol.config(name, args, width=w, seeds=have, out=out)
+            have = min(_seeds_on_disk(out) or seeds, seeds)  # the seeds the run keeps
+            runs[f"{name}-w{w}"] = _protocol.config(name, args, width=w, seeds=have, out=out)
+            if have < seeds:  # top up the missing seeds have, have + 1, ...
                 top = f"{name}-w{w}-s{have}"
                 runs[top] = _protocol.config(
                     name, args, width=w, seeds=seeds - have, seed=have, out=args.out / top
                 )
-                continue
-            runs[f"{name}-w{w}"] = _protocol.config(name, args, width=w, seeds=seeds, out=out)
     return runs
 
 
 def _features(runs: dict) -> int:
     return FEATURES.get(next(iter(runs.values())).data.dataset, 784)
+
+
+PER_SEED = ("first", "peak", "ACC", "BWT")
+"""The per-seed values of a cell, concatenated over its runs by `rows`."""
 
 
 def rows(runs: dict) -> dict[tuple[str, int], dict[str, np.ndarray]]:
@@ -94,9 +97,6 @@ def rows(runs: dict) -> dict[tuple[str, int], dict[str, np.ndarray]]:
         merged[key] = {k: np.concatenate([p[k] for p in parts]) for k in PER_SEED}
         merged[key]["ms_per_step"] = parts[0]["ms_per_step"]
     return merged
-
-
-PER_SEED = ("first", "peak", "ACC", "BWT")
 
 
 def verdict(nte: np.ndarray, sgd: np.ndarray) -> str:
