@@ -16,7 +16,10 @@ def _plt():
     return plt
 
 
-def _seeds(n: int) -> str:
+def _seeds(n: int, most: int | None = None) -> str:
+    """'3 seeds'; with `most` > `n` the range, '1–3 seeds' (points with different counts)."""
+    if most is not None and most > n:
+        return f"{n}–{most} seeds"
     return f"{n} seed{'s' if n != 1 else ''}"
 
 

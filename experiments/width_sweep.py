@@ -178,8 +178,11 @@ def _plot(got: dict, widths: list[int], learners: tuple[str, ...], path: Path, t
     ax.set_ylabel("first-task accuracy after all tasks")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    seeds = max((len(r["first"]) for r in got.values()), default=0)
-    caption = f"points: mean, error bars: std over {_plots._seeds(seeds)}; dashed: the paper"
+    counts = [len(r["first"]) for r in got.values()] or [0]
+    seeds = _plots._seeds(min(counts), max(counts))
+    caption = (
+        f"points: mean, error bars: std over {seeds} (the table gives each); dashed: the paper"
+    )
     _plots._caption(fig, ax, title, caption)
     _plots._save(fig, path)
 

@@ -112,3 +112,11 @@ def test_rows_merge_a_cell_in_seed_order(tmp_path, monkeypatch):
     np.testing.assert_allclose(r["peak"], [0.9, 0.9, 0.9])
     assert len(r["ACC"]) == len(r["BWT"]) == 3
     assert r["ms_per_step"] == pytest.approx(250.0)  # the seed-0 run's
+
+
+def test_plot_caption_names_the_range_of_seed_counts():
+    from experiments import _plots
+
+    assert _plots._seeds(1) == "1 seed"
+    assert _plots._seeds(3, 3) == "3 seeds"
+    assert _plots._seeds(1, 3) == "1–3 seeds"  # widths above --many-seeds-up-to have one
